@@ -1,0 +1,3 @@
+"""deep-based transfer methods."""
+
+METHODS: list = []

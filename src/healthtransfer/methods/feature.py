@@ -1,0 +1,3 @@
+"""feature-based transfer methods."""
+
+METHODS: list = []

@@ -1,0 +1,3 @@
+"""instance-based transfer methods."""
+
+METHODS: list = []

@@ -1,0 +1,3 @@
+"""model-based transfer methods."""
+
+METHODS: list = []

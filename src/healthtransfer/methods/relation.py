@@ -1,0 +1,3 @@
+"""relation-based transfer methods."""
+
+METHODS: list = []
