@@ -4,7 +4,7 @@ Example
 -------
 >>> from healthtransfer.data.synthetic import make_shifted_domains
 >>> d = make_shifted_domains("covariate", n_source=200, n_target=200, random_state=0)
->>> d.X.shape, sorted(set(d.sample_domain))
+>>> d.X.shape, sorted(set(d.sample_domain.tolist()))
 ((400, 5), [-1, 1])
 """
 

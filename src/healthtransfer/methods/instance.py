@@ -1,3 +1,595 @@
-"""instance-based transfer methods."""
+"""Instance-based transfer: re-weight the source rows (or the class prior) towards the target.
 
-METHODS: list = []
+- :class:`DomainClassifierIW` - importance weights p_t(x)/p_s(x) from a calibrated logistic
+  domain classifier (own code: we want clipping, normalisation and the effective sample size);
+- :class:`KMMIW` and :class:`KLIEPIW` - kernel mean matching and KLIEP weights, computed with
+  skada's ``KMMReweightAdapter`` / ``KLIEPReweightAdapter``;
+- :class:`TrAdaBoost` - Dai et al. (2007) boosting for a few labelled target rows (own code,
+  with the Al-Stouhi & Reddy (2011) correction; skada has no TrAdaBoost);
+- :class:`LabelShiftEM` - class-prior correction by EM / MLLS (Saerens et al. 2002) or BBSE
+  (Lipton et al. 2018) (own code; skada has no label-shift prior correction).
+
+Every method trains its final classifier on the (re-weighted) source rows *plus* the labelled
+target rows when there are any.
+
+Example
+-------
+>>> from healthtransfer.data.synthetic import make_shifted_domains
+>>> from healthtransfer.methods.instance import DomainClassifierIW
+>>> d = make_shifted_domains("covariate", n_source=200, n_target=100, random_state=0)
+>>> m = DomainClassifierIW().fit(d.X, d.masked_y(0), sample_domain=d.sample_domain)
+>>> m.predict_proba(d.X[d.target]).shape
+(100, 2)
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.preprocessing import StandardScaler
+
+from ._base import DomainSplit, TransferClassifier
+from ._registry import MethodSpec
+from ._skada import import_skada, skada_context, skada_domains
+from .baselines import make_base_estimator
+
+__all__ = [
+    "DomainClassifierIW",
+    "KMMIW",
+    "KLIEPIW",
+    "TrAdaBoost",
+    "LabelShiftEM",
+    "METHODS",
+]
+
+
+# -- shared helpers ----------------------------------------------------------------------
+def _base(estimator, random_state):
+    if estimator is None:
+        return make_base_estimator("lr", random_state)
+    return clone(estimator)
+
+
+def _proba_full(est, X, n_classes):
+    """``est.predict_proba`` with columns for classes the estimator never saw put back at 0."""
+    p = est.predict_proba(X)
+    out = np.zeros((X.shape[0], n_classes))
+    out[:, np.asarray(est.classes_).astype(int)] = p
+    return out
+
+
+def _fit_weighted(est, X, y, w):
+    """Fit ``est`` with ``sample_weight`` (dropping rows of weight 0 is not needed)."""
+    return est.fit(X, y, sample_weight=w)
+
+
+def _combine(split: DomainSplit, w_source, target_weight=1.0):
+    """Rows, labels and weights for source (weighted ``w_source``) + labelled target rows."""
+    ws = np.ones(len(split.ys)) if w_source is None else np.asarray(w_source, float)
+    if split.ws is not None:
+        ws = ws * split.ws
+    wt = np.full(len(split.ytl), float(target_weight))
+    if split.wtl is not None:
+        wt = wt * split.wtl
+    if len(split.ytl) == 0:
+        return split.Xs, split.ys, ws
+    return split.X_labelled, split.y_labelled, np.concatenate([ws, wt])
+
+
+def _clip_normalise(w, clip_quantile=None, max_weight=None):
+    """Clip importance weights at a quantile and an absolute cap, then scale to mean 1."""
+    w = np.asarray(w, float)
+    w = np.where(np.isfinite(w), w, 0.0)
+    w = np.clip(w, 0.0, None)
+    if clip_quantile is not None and len(w):
+        w = np.minimum(w, np.quantile(w, clip_quantile))
+    if max_weight is not None:
+        m = w.mean() if w.mean() > 0 else 1.0
+        w = np.minimum(w, max_weight * m)
+    if w.sum() <= 0:
+        return np.ones_like(w)
+    return w / w.mean()
+
+
+def effective_sample_size(w) -> float:
+    """Kish's effective sample size ``(sum w)^2 / sum w^2``."""
+    w = np.asarray(w, float)
+    s2 = np.sum(w**2)
+    return float(np.sum(w) ** 2 / s2) if s2 > 0 else 0.0
+
+
+class _ReweightBase(TransferClassifier):
+    """Shared fit: compute source weights, then train the base learner on source rows
+    (weighted) plus labelled target rows (weight ``target_weight``)."""
+
+    family = "instance"
+    uses_target = "both"
+
+    def _source_weights(self, split: DomainSplit) -> np.ndarray:  # pragma: no cover
+        raise NotImplementedError
+
+    def _fit(self, split: DomainSplit) -> None:
+        if split.Xt.shape[0] == 0:
+            w = np.ones(len(split.ys))
+        else:
+            w = _clip_normalise(self._source_weights(split), self.clip_quantile, self.max_weight)
+        self.weights_ = w
+        self.effective_sample_size_ = effective_sample_size(w)
+        self.ess_fraction_ = self.effective_sample_size_ / max(len(w), 1)
+        X, y, sw = _combine(split, w, self.target_weight)
+        self.estimator_ = _fit_weighted(_base(self.estimator, self.random_state), X, y, sw)
+
+    def _predict_proba(self, X, sample_domain):
+        return _proba_full(self.estimator_, X, len(self.classes_))
+
+
+# -- domain-classifier importance weighting ----------------------------------------------
+class DomainClassifierIW(_ReweightBase):
+    """Importance weighting with a calibrated logistic domain classifier.
+
+    A logistic regression separates target rows (all of them, labelled or not) from source
+    rows; with its calibrated probability p(target | x) the weight of a source row is
+    ``p(t|x) / p(s|x) * n_s / n_t``, an estimate of p_t(x) / p_s(x). The weights are clipped
+    at the ``clip_quantile`` quantile and at ``max_weight`` times their mean, then normalised
+    to mean 1. The base learner is trained on the weighted source rows plus the labelled target
+    rows (weight ``target_weight``).
+
+    Parameters
+    ----------
+    estimator : classifier or None
+        Base learner (needs ``sample_weight``); ``None`` = logistic regression.
+    C : float
+        Inverse regularisation of the domain classifier.
+    clip_quantile : float or None
+        Weights above this quantile of the weights are set to it.
+    max_weight : float or None
+        Absolute cap, as a multiple of the mean weight.
+    target_weight : float
+        Weight of each labelled target row in the final fit.
+    random_state : int or None
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_source,)
+        Normalised source weights (mean 1).
+    effective_sample_size_, ess_fraction_ : float
+        Kish's effective sample size of ``weights_`` and its fraction of n_source.
+
+    Example
+    -------
+    >>> from healthtransfer.data.synthetic import make_shifted_domains
+    >>> d = make_shifted_domains("covariate", n_source=200, n_target=100, random_state=0)
+    >>> m = DomainClassifierIW().fit(d.X, d.masked_y(0), sample_domain=d.sample_domain)
+    >>> 0 < m.ess_fraction_ <= 1
+    True
+    """
+
+    def __init__(
+        self,
+        estimator=None,
+        C=1.0,
+        clip_quantile=0.98,
+        max_weight=20.0,
+        target_weight=1.0,
+        random_state=None,
+    ):
+        self.estimator = estimator
+        self.C = C
+        self.clip_quantile = clip_quantile
+        self.max_weight = max_weight
+        self.target_weight = target_weight
+        self.random_state = random_state
+
+    def _source_weights(self, split):
+        Xs, Xt = split.Xs, split.Xt
+        Z = np.vstack([Xs, Xt])
+        dom = np.r_[np.zeros(len(Xs), int), np.ones(len(Xt), int)]
+        scaler = StandardScaler().fit(Z)
+        Z = scaler.transform(Z)
+        clf = LogisticRegression(C=self.C, max_iter=2000)
+        n_min = min(len(Xs), len(Xt))
+        if n_min >= 6:
+            cal = CalibratedClassifierCV(clf, method="sigmoid", cv=min(5, n_min // 2 + 1))
+            cal.fit(Z, dom)
+            self.domain_classifier_ = cal
+        else:
+            self.domain_classifier_ = clf.fit(Z, dom)
+        self.domain_scaler_ = scaler
+        pt = np.clip(self.domain_classifier_.predict_proba(Z[: len(Xs)])[:, 1], 1e-6, 1 - 1e-6)
+        return pt / (1 - pt) * len(Xs) / len(Xt)
+
+
+# -- KMM and KLIEP via skada --------------------------------------------------------------
+class KMMIW(_ReweightBase):
+    """Kernel mean matching weights (Huang et al. 2007) via skada's ``KMMReweightAdapter``.
+
+    Features are standardised on the pooled source + target rows before the RBF kernel
+    (``gamma=None`` then means 1 / n_features). The source weights match the target kernel
+    mean; the base learner is trained on the weighted source rows plus labelled target rows.
+    Builds an n_source x n_source kernel: keep to a few thousand rows.
+
+    Parameters
+    ----------
+    estimator : classifier or None
+        Base learner; ``None`` = logistic regression.
+    gamma : float or None
+        RBF bandwidth on standardised features.
+    B : float
+        Upper bound of a weight.
+    clip_quantile, max_weight, target_weight, random_state
+        As in :class:`DomainClassifierIW`.
+
+    Example
+    -------
+    >>> from healthtransfer.data.synthetic import make_shifted_domains
+    >>> d = make_shifted_domains("covariate", n_source=150, n_target=80, random_state=0)
+    >>> m = KMMIW().fit(d.X, d.masked_y(0), sample_domain=d.sample_domain)
+    >>> m.weights_.shape
+    (150,)
+    """
+
+    def __init__(
+        self,
+        estimator=None,
+        gamma=None,
+        B=20.0,
+        max_iter=300,
+        clip_quantile=None,
+        max_weight=None,
+        target_weight=1.0,
+        random_state=None,
+    ):
+        self.estimator = estimator
+        self.gamma = gamma
+        self.B = B
+        self.max_iter = max_iter
+        self.clip_quantile = clip_quantile
+        self.max_weight = max_weight
+        self.target_weight = target_weight
+        self.random_state = random_state
+
+    def _source_weights(self, split):
+        skada = import_skada()
+        Z = StandardScaler().fit_transform(np.vstack([split.Xs, split.Xt]))
+        dom = skada_domains(len(split.Xs), len(split.Xt))
+        gamma = self.gamma if self.gamma is not None else 1.0 / Z.shape[1]
+        adapter = skada.KMMReweightAdapter(gamma=gamma, B=self.B, max_iter=self.max_iter)
+        with skada_context():
+            adapter.fit(Z, sample_domain=dom)
+            w = adapter.compute_weights(Z, sample_domain=dom)
+        return w[: len(split.Xs)]
+
+
+class KLIEPIW(_ReweightBase):
+    """KLIEP importance weights (Sugiyama et al. 2007) via skada's ``KLIEPReweightAdapter``.
+
+    Features are standardised on the pooled rows; the RBF bandwidth is chosen by likelihood
+    cross-validation over ``gammas`` (multiples of 1 / n_features). Kernel centres are
+    ``n_centers`` target rows.
+
+    Parameters
+    ----------
+    estimator : classifier or None
+        Base learner; ``None`` = logistic regression.
+    gammas : sequence of float
+        Candidate bandwidths, in units of 1 / n_features.
+    n_centers : int
+        Number of kernel centres (target rows).
+    clip_quantile, max_weight, target_weight, random_state
+        As in :class:`DomainClassifierIW`.
+
+    Example
+    -------
+    >>> from healthtransfer.data.synthetic import make_shifted_domains
+    >>> d = make_shifted_domains("covariate", n_source=150, n_target=80, random_state=0)
+    >>> m = KLIEPIW(random_state=0).fit(d.X, d.masked_y(0), sample_domain=d.sample_domain)
+    >>> round(float(m.weights_.mean()), 6)
+    1.0
+    """
+
+    def __init__(
+        self,
+        estimator=None,
+        gammas=(0.1, 0.3, 1.0, 3.0),
+        n_centers=100,
+        clip_quantile=0.99,
+        max_weight=20.0,
+        target_weight=1.0,
+        random_state=None,
+    ):
+        self.estimator = estimator
+        self.gammas = gammas
+        self.n_centers = n_centers
+        self.clip_quantile = clip_quantile
+        self.max_weight = max_weight
+        self.target_weight = target_weight
+        self.random_state = random_state
+
+    def _source_weights(self, split):
+        skada = import_skada()
+        Z = StandardScaler().fit_transform(np.vstack([split.Xs, split.Xt]))
+        dom = skada_domains(len(split.Xs), len(split.Xt))
+        gammas = [float(g) / Z.shape[1] for g in np.atleast_1d(self.gammas)]
+        cv = min(5, len(split.Xt))
+        adapter = skada.KLIEPReweightAdapter(
+            gamma=gammas if len(gammas) > 1 and cv >= 2 else gammas[0],
+            cv=max(cv, 2),
+            n_centers=self.n_centers,
+            random_state=self.random_state,
+        )
+        import warnings
+
+        with skada_context(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Maximum iteration reached"
+            adapter.fit(Z, sample_domain=dom)
+            w = adapter.compute_weights(Z, sample_domain=dom)
+        self.best_gamma_ = float(adapter.best_gamma_)
+        return w[: len(split.Xs)]
+
+
+# -- TrAdaBoost -----------------------------------------------------------------------------
+class TrAdaBoost(TransferClassifier):
+    """TrAdaBoost (Dai, Yang, Xue & Yu, 2007) for a few labelled target rows.
+
+    Boosting over source + labelled target rows: a source row the current learner gets wrong
+    is down-weighted (it looks unlike the target concept), a target row it gets wrong is
+    up-weighted as in AdaBoost. ``dynamic=True`` adds the correction factor of Al-Stouhi &
+    Reddy (2011) that keeps the source weights from collapsing too early. The prediction
+    averages the probabilities of the second half of the learners, weighted by
+    ``log(1 / beta_t)``. Multi-class errors are 0/1 misclassification indicators.
+    Without labelled target rows (or with a single target class) it is source-only.
+
+    Parameters
+    ----------
+    estimator : classifier or None
+        Weak learner (needs ``sample_weight``); ``None`` = logistic regression.
+    n_estimators : int
+        Boosting rounds.
+    dynamic : bool
+        Use the dynamic-TrAdaBoost correction.
+    random_state : int or None
+
+    Example
+    -------
+    >>> from healthtransfer.data.synthetic import make_shifted_domains
+    >>> d = make_shifted_domains("concept", n_source=200, n_target=100, random_state=0)
+    >>> m = TrAdaBoost(n_estimators=5).fit(d.X, d.masked_y(20), sample_domain=d.sample_domain)
+    >>> m.predict(d.X[d.target]).shape
+    (100,)
+    """
+
+    family = "instance"
+    uses_target = "labelled"
+
+    def __init__(self, estimator=None, n_estimators=20, dynamic=True, random_state=None):
+        self.estimator = estimator
+        self.n_estimators = n_estimators
+        self.dynamic = dynamic
+        self.random_state = random_state
+
+    def _fit(self, split):
+        nc = split.n_classes
+        if len(np.unique(split.ytl)) < 2:
+            w = split.ws
+            self.estimators_ = [_base(self.estimator, self.random_state).fit(
+                split.Xs, split.ys, sample_weight=w)]
+            self.estimator_weights_ = np.ones(1)
+            return
+        X, y = split.X_labelled, split.y_labelled
+        ns, nt = len(split.ys), len(split.ytl)
+        w = np.ones(ns + nt)
+        if split.ws is not None:
+            w[:ns] = split.ws
+            w[ns:] = split.wtl
+        w[:ns] /= max(w[:ns].sum(), 1e-12) / ns
+        w[ns:] /= max(w[ns:].sum(), 1e-12) / nt
+        n_rounds = max(1, int(self.n_estimators))
+        beta = 1.0 / (1.0 + np.sqrt(2.0 * np.log(max(ns, 2)) / n_rounds))
+        learners, alphas = [], []
+        for _ in range(n_rounds):
+            p = w / w.sum()
+            h = _base(self.estimator, self.random_state).fit(X, y, sample_weight=p * len(p))
+            miss = (h.predict(X) != y).astype(float)
+            eps = np.sum(p[ns:] * miss[ns:]) / np.sum(p[ns:])
+            eps = float(np.clip(eps, 1e-3, 0.499))
+            beta_t = eps / (1.0 - eps)
+            learners.append(h)
+            alphas.append(np.log(1.0 / beta_t))
+            correction = 2.0 * (1.0 - eps) if self.dynamic else 1.0
+            w[:ns] *= correction * beta ** miss[:ns]
+            w[ns:] *= beta_t ** (-miss[ns:])
+            w /= w.sum() / len(w)
+        half = len(learners) // 2
+        self.estimators_ = learners[half:]
+        self.estimator_weights_ = np.asarray(alphas[half:])
+        self._nc = nc
+
+    def _predict_proba(self, X, sample_domain):
+        nc = len(self.classes_)
+        a = self.estimator_weights_ / self.estimator_weights_.sum()
+        return sum(ai * _proba_full(h, X, nc) for ai, h in zip(a, self.estimators_))
+
+
+# -- label shift --------------------------------------------------------------------------
+def em_prior(proba, train_prior, max_iter=200, tol=1e-7, labelled_counts=None):
+    """EM / MLLS estimate of the target class prior (Saerens et al. 2002).
+
+    ``proba`` are source-model posteriors on the unlabelled target rows, ``train_prior`` the
+    class prior the model was trained with. ``labelled_counts`` (per class) of labelled target
+    rows enter the prior update as known responsibilities.
+
+    >>> import numpy as np
+    >>> em_prior(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0.5, 0.5])).round(2)
+    array([0.5, 0.5])
+    """
+    proba = np.clip(np.asarray(proba, float), 1e-12, None)
+    prior0 = np.clip(np.asarray(train_prior, float), 1e-12, None)
+    counts = np.zeros_like(prior0) if labelled_counts is None else np.asarray(labelled_counts, float)
+    n = proba.shape[0] + counts.sum()
+    prior = prior0.copy()
+    for _ in range(max_iter):
+        post = proba * (prior / prior0)
+        post /= post.sum(axis=1, keepdims=True)
+        new = (post.sum(axis=0) + counts) / n
+        new = np.clip(new, 1e-6, None)
+        new /= new.sum()
+        if np.max(np.abs(new - prior)) < tol:
+            prior = new
+            break
+        prior = new
+    return prior
+
+
+def bbse_prior(y_true, y_pred_heldout, pred_target, n_classes, train_prior):
+    """Black-box shift estimation (Lipton et al. 2018): solve C w = mu for the weights."""
+    C = np.zeros((n_classes, n_classes))
+    np.add.at(C, (y_pred_heldout, y_true), 1.0)
+    C /= len(y_true)
+    mu = np.bincount(pred_target, minlength=n_classes) / max(len(pred_target), 1)
+    w, *_ = np.linalg.lstsq(C + 1e-6 * np.eye(n_classes), mu, rcond=None)
+    prior = np.clip(w * train_prior, 1e-6, None)
+    return prior / prior.sum()
+
+
+class LabelShiftEM(TransferClassifier):
+    """Correct the class prior for label shift: EM / MLLS (Saerens et al. 2002) or BBSE.
+
+    The base learner is trained on the source rows plus the labelled target rows; its class
+    prior ``source_prior_`` is the (weighted) label frequency of those rows. The target prior
+    ``target_prior_`` is estimated from the unlabelled target rows (EM, or BBSE with held-out
+    source predictions), with the labelled target rows entering as known labels. Target
+    probabilities are ``p(y|x) * target_prior_ / source_prior_``, renormalised. ``shrink``
+    pulls the estimated prior towards the training prior (0 = no shrinkage). Source rows
+    (``sample_domain > 0`` at predict) keep the unadjusted probabilities.
+
+    Parameters
+    ----------
+    estimator : classifier or None
+        Base learner; ``None`` = logistic regression. Should be reasonably calibrated.
+    method : {"em", "bbse"}
+    shrink : float in [0, 1)
+    max_iter : int
+        EM iterations.
+    random_state : int or None
+
+    Example
+    -------
+    >>> from healthtransfer.data.synthetic import make_shifted_domains
+    >>> d = make_shifted_domains("label", n_source=300, n_target=200, random_state=0)
+    >>> m = LabelShiftEM().fit(d.X, d.masked_y(0), sample_domain=d.sample_domain)
+    >>> bool(m.target_prior_[1] > m.source_prior_[1])
+    True
+    """
+
+    family = "instance"
+    uses_target = "both"
+
+    def __init__(self, estimator=None, method="em", shrink=0.0, max_iter=200, random_state=None):
+        self.estimator = estimator
+        self.method = method
+        self.shrink = shrink
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def _fit(self, split):
+        if self.method not in ("em", "bbse"):
+            raise ValueError(f"method must be 'em' or 'bbse', got {self.method!r}")
+        nc = split.n_classes
+        X, y, w = _combine(split, None, 1.0)
+        self.estimator_ = _base(self.estimator, self.random_state).fit(X, y, sample_weight=w)
+        prior_s = np.bincount(y, weights=w, minlength=nc) / np.sum(w)
+        self.source_prior_ = np.clip(prior_s, 1e-6, None) / np.clip(prior_s, 1e-6, None).sum()
+        # the unlabelled target rows: Xt minus the labelled ones
+        Xu = _unlabelled_rows(split)
+        counts = np.bincount(split.ytl, minlength=nc).astype(float)
+        if Xu.shape[0] == 0:
+            if counts.sum() > 0:
+                prior = (counts + self.source_prior_) / (counts.sum() + 1.0)
+            else:
+                prior = self.source_prior_.copy()
+        elif self.method == "em":
+            proba = _proba_full(self.estimator_, Xu, nc)
+            prior = em_prior(proba, self.source_prior_, self.max_iter, labelled_counts=counts)
+        else:
+            prior = self._bbse(split, X, y, w, Xu, counts)
+        prior = (1 - self.shrink) * prior + self.shrink * self.source_prior_
+        self.target_prior_ = prior / prior.sum()
+
+    def _bbse(self, split, X, y, w, Xu, counts):
+        nc = split.n_classes
+        n_splits = int(min(5, np.bincount(y, minlength=nc).min()))
+        if n_splits < 2:
+            proba = _proba_full(self.estimator_, Xu, nc)
+            return em_prior(proba, self.source_prior_, self.max_iter, labelled_counts=counts)
+        cv = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
+        held = cross_val_predict(_base(self.estimator, self.random_state), X, y, cv=cv)
+        pred_t = np.argmax(_proba_full(self.estimator_, Xu, nc), axis=1)
+        prior = bbse_prior(y, held.astype(int), pred_t, nc, self.source_prior_)
+        n_u = Xu.shape[0]
+        return (prior * n_u + counts) / (n_u + counts.sum())
+
+    def _predict_proba(self, X, sample_domain):
+        p = _proba_full(self.estimator_, X, len(self.classes_))
+        adj = p * (self.target_prior_ / self.source_prior_)
+        adj /= np.clip(adj.sum(axis=1, keepdims=True), 1e-300, None)
+        tgt = np.asarray(sample_domain) < 0
+        return np.where(tgt[:, None], adj, p)
+
+
+def _unlabelled_rows(split: DomainSplit) -> np.ndarray:
+    """Target rows without a label (``Xt`` holds all target rows, ``Xtl`` the labelled)."""
+    if split.Xtl.shape[0] == 0:
+        return split.Xt
+    # remove one occurrence of every labelled row from Xt
+    keep = np.ones(len(split.Xt), bool)
+    index = {}
+    for i, row in enumerate(map(bytes, np.ascontiguousarray(split.Xt))):
+        index.setdefault(row, []).append(i)
+    for row in map(bytes, np.ascontiguousarray(split.Xtl)):
+        if index.get(row):
+            keep[index[row].pop()] = False
+    return split.Xt[keep]
+
+
+# -- registry -----------------------------------------------------------------------------
+def _mk(cls, kind, random_state=None, **params):
+    return cls(estimator=make_base_estimator(kind, random_state), random_state=random_state,
+               **params)
+
+
+_IW_GRID = ({"clip_quantile": 0.95}, {"clip_quantile": 0.99}, {"C": 0.1})
+
+METHODS = [
+    MethodSpec("iw_domain_lr", "instance", partial(_mk, DomainClassifierIW, "lr"), "both",
+               "Importance weighting by a calibrated logistic domain classifier; logistic "
+               "regression on weighted source + labelled target rows.",
+               grid=_IW_GRID, skada_counterpart="DiscriminatorReweightAdapter"),
+    MethodSpec("iw_domain_gbm", "instance", partial(_mk, DomainClassifierIW, "gbm"), "both",
+               "Importance weighting by a calibrated logistic domain classifier; gradient "
+               "boosting on weighted source + labelled target rows.",
+               grid=_IW_GRID, skada_counterpart="DiscriminatorReweightAdapter"),
+    MethodSpec("kmm_lr", "instance", partial(_mk, KMMIW, "lr"), "both",
+               "Kernel mean matching weights (skada); logistic regression on weighted source "
+               "+ labelled target rows.", max_rows=5000,
+               grid=({"gamma": None}, {"gamma": 0.05}, {"B": 5.0}),
+               skada_counterpart="KMMReweightAdapter"),
+    MethodSpec("kliep_lr", "instance", partial(_mk, KLIEPIW, "lr"), "both",
+               "KLIEP density-ratio weights (skada); logistic regression on weighted source "
+               "+ labelled target rows.", max_rows=20000,
+               skada_counterpart="KLIEPReweightAdapter"),
+    MethodSpec("tradaboost", "instance", partial(_mk, TrAdaBoost, "lr"), "labelled",
+               "TrAdaBoost (dynamic) with logistic regression learners over source + labelled "
+               "target rows; source-only without target labels.", needs_labels=True,
+               grid=({"n_estimators": 10}, {"n_estimators": 20}, {"n_estimators": 40})),
+    MethodSpec("label_shift_em_lr", "instance", partial(_mk, LabelShiftEM, "lr"), "both",
+               "Logistic regression with the class prior re-estimated on the target by EM "
+               "(Saerens et al. 2002).", grid=({"method": "em"}, {"method": "bbse"})),
+    MethodSpec("label_shift_em_gbm", "instance", partial(_mk, LabelShiftEM, "gbm"), "both",
+               "Gradient boosting with the class prior re-estimated on the target by EM "
+               "(Saerens et al. 2002).", grid=({"method": "em"}, {"method": "bbse"})),
+]

@@ -1,0 +1,167 @@
+"""Per-site schemas as data: what each harmonised column is, and how each site writes it.
+
+A schema is a TOML file (see ``healthtransfer/data/schemas/*.toml``) validated by
+:class:`DatasetSchema`. It declares each feature once (kind, unit, allowed range, categories)
+and, per site, how the raw export differs: column names, sentinel missing values, units to
+convert, category codes to map. ``"*"`` under ``[sites]`` applies to every site.
+
+Example
+-------
+>>> schema = DatasetSchema.model_validate({
+...     "name": "toy", "label": "y", "domain": "site",
+...     "features": [{"name": "chol", "kind": "numeric", "unit": "mg/dL", "range": [50, 700]}],
+...     "sites": {"*": {"missing_values": {"chol": [0]}}},
+... })
+>>> schema.site("any").missing_values
+{'chol': [0]}
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import UserInputError
+
+__all__ = [
+    "DatasetSchema",
+    "FeatureSpec",
+    "SiteSpec",
+    "UnitConversion",
+    "load_schema",
+    "format_validation_error",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FeatureSpec(_Strict):
+    """One harmonised column."""
+
+    name: str
+    kind: Literal["numeric", "categorical", "binary"] = "numeric"
+    unit: str | None = None
+    range: tuple[float, float] | None = Field(
+        default=None, description="allowed physiological range; values outside become missing"
+    )
+    categories: list[Any] | None = None
+    description: str = ""
+
+    @field_validator("range")
+    @classmethod
+    def _ordered(cls, v):
+        if v is not None and v[0] > v[1]:
+            raise ValueError(f"range must be [low, high] with low <= high, got {list(v)}")
+        return v
+
+
+class UnitConversion(_Strict):
+    """``harmonised = raw * factor + offset``; ``from_unit`` documents what the site writes."""
+
+    from_unit: str
+    factor: float = 1.0
+    offset: float = 0.0
+
+
+class SiteSpec(_Strict):
+    """How one site's export differs from the harmonised table."""
+
+    rename: dict[str, str] = Field(default_factory=dict, description="raw name -> harmonised name")
+    missing_values: dict[str, list[Any]] = Field(
+        default_factory=dict, description="column -> sentinel values meaning 'not measured'"
+    )
+    units: dict[str, UnitConversion] = Field(default_factory=dict)
+    code_maps: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="column -> raw code (as text) -> harmonised value"
+    )
+
+    def merged(self, other: "SiteSpec") -> "SiteSpec":
+        """This spec with ``other``'s entries taking precedence."""
+        out = self.model_copy(deep=True)
+        out.rename.update(other.rename)
+        for col, vals in other.missing_values.items():
+            out.missing_values[col] = list(dict.fromkeys([*out.missing_values.get(col, []), *vals]))
+        out.units.update(other.units)
+        for col, m in other.code_maps.items():
+            out.code_maps.setdefault(col, {}).update(m)
+        return out
+
+
+class DatasetSchema(_Strict):
+    """A harmonised dataset: its label, domain column, features and per-site rules."""
+
+    name: str
+    label: str
+    domain: str
+    positive: Any | None = None
+    group: str | None = None
+    reference_score: str | None = None
+    features: list[FeatureSpec]
+    sites: dict[str, SiteSpec] = Field(default_factory=dict)
+    description: str = ""
+    license: str = ""
+    citation: str = ""
+
+    @model_validator(mode="after")
+    def _unique(self):
+        names = [f.name for f in self.features]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"features declared twice: {dup}")
+        return self
+
+    def feature(self, name: str) -> FeatureSpec | None:
+        return next((f for f in self.features if f.name == name), None)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [f.name for f in self.features if f.kind == "categorical"]
+
+    def site(self, site: str) -> SiteSpec:
+        """The rules for ``site``: the ``"*"`` defaults merged with the site's own."""
+        base = self.sites.get("*", SiteSpec())
+        own = self.sites.get(str(site))
+        return base.merged(own) if own is not None else base.model_copy(deep=True)
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """Turn pydantic's error list into 'key: problem' lines without echoing values."""
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling against the documentation)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  - {key}: {msg}")
+    return f"{source} is not valid:\n" + "\n".join(lines)
+
+
+def load_schema(path: str | Path) -> DatasetSchema:
+    """Read and validate a schema TOML file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UserInputError(
+            f"cannot read the schema ({type(exc).__name__}: {exc})",
+            where=str(path),
+            fix="check the path and that it is UTF-8 TOML",
+        ) from None
+    try:
+        return DatasetSchema.model_validate(raw)
+    except ValidationError as exc:
+        raise UserInputError(
+            format_validation_error(exc, f"schema {path}"),
+            fix="correct the keys listed above",
+        ) from None

@@ -1,0 +1,163 @@
+"""The study file: one TOML that says which data, which sites, which budgets and methods.
+
+Example
+-------
+>>> study = Study.model_validate({
+...     "study": {"name": "heart"},
+...     "data": {"dataset": "uci_heart"},
+...     "transfer": {"sources": ["cleveland"], "target": "va"},
+... })
+>>> study.transfer.labeled_target
+[0, 10, 20, 40]
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import UserInputError
+
+__all__ = ["Study", "load_study", "DEFAULT_METHODS"]
+
+# The methods a study runs when it names none: the baselines and a cheap, robust member of
+# each family. `healthtransfer methods` lists them all.
+DEFAULT_METHODS = [
+    "source_lr", "source_gbm", "target_lr", "target_gbm", "pooled_lr", "pooled_gbm",
+]
+
+_FIX = {
+    "dataset": "set `dataset` to a built-in source (uci_heart, eicu_demo, mimic3_demo, wearable) or `path` to a CSV/Parquet file",
+    "sources": "list the source sites, e.g. sources = [\"cleveland\"]",
+    "target": "name the target site, e.g. target = \"va\"",
+    "labeled_target": "give label budgets as non-negative integers, e.g. [0, 10, 20, 40]",
+    "seeds": "give a positive number of seeds, e.g. seeds = 20",
+    "test_fraction": "give a fraction strictly between 0 and 1, e.g. 0.5",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StudyInfo(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+
+
+class DataSection(_Strict):
+    path: Path | None = None
+    dataset: str | None = None
+    data_dir: Path | None = None
+    options: dict[str, Any] = Field(default_factory=dict, description="options for a built-in source, e.g. domain_by")
+    domain: str | None = None
+    label: str | None = None
+    positive: Any | None = None
+    features: list[str] | None = None
+    categorical: list[str] | None = None
+    group: str | None = None
+    reference_score: str | None = None
+    schema_file: Path | None = Field(default=None, alias="schema")
+    delimiter: str | None = None
+    encoding: str = "utf-8"
+    subgroups: list[str] = Field(default_factory=list, description="columns for subgroup metrics")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("give exactly one of `path` (a CSV/Parquet file) or `dataset` (a built-in source)")
+        if self.path is not None and (self.domain is None or self.label is None):
+            raise ValueError("a `path` study must name its `domain` and `label` columns")
+        return self
+
+    @field_validator("features", "categorical")
+    @classmethod
+    def _unique(cls, v):
+        if v is not None:
+            dup = sorted({x for x in v if v.count(x) > 1})
+            if dup:
+                raise ValueError(f"listed twice: {dup}")
+        return v
+
+
+class TransferSection(_Strict):
+    sources: list[str] = Field(min_length=1)
+    target: str
+    labeled_target: list[int] = Field(default_factory=lambda: [0, 10, 20, 40])
+    seeds: int = Field(default=20, ge=1, le=1000)
+    test_fraction: float = Field(default=0.5, gt=0, lt=1)
+    methods: list[str] | None = None
+
+    @field_validator("labeled_target")
+    @classmethod
+    def _budgets(cls, v):
+        if any(n < 0 for n in v):
+            raise ValueError("label budgets must be >= 0")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _target_not_source(self):
+        if self.target in self.sources:
+            raise ValueError(f"the target '{self.target}' is also listed as a source")
+        return self
+
+
+class Study(_Strict):
+    study: StudyInfo
+    data: DataSection
+    transfer: TransferSection
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def resolve(self, p: Path | None) -> Path | None:
+        if p is None:
+            return None
+        p = Path(p).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+def _explain(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"] if not isinstance(p, int)) or "(top level)"
+        last = next((str(p) for p in reversed(e["loc"]) if isinstance(p, str)), "")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; check its spelling (see README: study file)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+        fix = _FIX.get(last)
+        lines.append(f"  - [{key}] {msg}" + (f" (fix: {fix})" if fix else ""))
+    return f"{source} is not a valid study file:\n" + "\n".join(lines)
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and validate a study TOML; relative paths in it resolve against its folder."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise UserInputError(f"cannot read the study file ({exc.strerror})", where=str(path),
+                             fix="check the path") from None
+    except UnicodeDecodeError:
+        raise UserInputError("the study file is not UTF-8 text", where=str(path),
+                             fix="save it as UTF-8") from None
+    if not text.strip():
+        raise UserInputError("the study file is empty", where=str(path),
+                             fix="start from examples/heart_cleveland_to_va.toml")
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserInputError(f"is not valid TOML ({exc})", where=str(path),
+                             fix="check quotes, brackets and `key = value` lines") from None
+    try:
+        study = Study.model_validate(raw)
+    except ValidationError as exc:
+        raise UserInputError(_explain(exc, str(path))) from None
+    study.base_dir = path.resolve().parent
+    return study
