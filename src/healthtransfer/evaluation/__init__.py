@@ -1,5 +1,13 @@
 """Evaluation on held-out target rows: metrics, bootstrap CIs, summaries."""
 
-from .metrics import BINARY_METRICS, LOWER_IS_BETTER, MULTICLASS_METRICS, bootstrap_ci, expected_calibration_error, score
+from .metrics import (
+    BINARY_METRICS,
+    LOWER_IS_BETTER,
+    MULTICLASS_METRICS,
+    bootstrap_ci,
+    expected_calibration_error,
+    fast_bootstrap_ci,
+    score,
+)
 
-__all__ = ["BINARY_METRICS", "LOWER_IS_BETTER", "MULTICLASS_METRICS", "bootstrap_ci", "expected_calibration_error", "score"]
+__all__ = ["BINARY_METRICS", "LOWER_IS_BETTER", "MULTICLASS_METRICS", "bootstrap_ci", "expected_calibration_error", "fast_bootstrap_ci", "score"]

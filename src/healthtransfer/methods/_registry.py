@@ -21,6 +21,9 @@ class MethodSpec:
     hyper-parameter grid for model selection (a list of ``params`` dicts; empty = defaults).
     ``needs_labels`` means the method is only meaningful when n_t > 0.
     ``max_rows`` is where the method stops being practical (n x n kernels and the like).
+    ``uses_reference`` means the method uses the study's external reference score (e.g. APACHE
+    IV predicted mortality): the runner appends its logit as the LAST column of ``X`` (NaN
+    where missing). It is never an ordinary feature for the other methods.
     """
 
     name: str
@@ -34,13 +37,14 @@ class MethodSpec:
     max_rows: int | None = None
     grid: tuple[dict, ...] = field(default_factory=tuple)
     skada_counterpart: str | None = None
+    uses_reference: bool = False
 
 
 def _all() -> dict[str, MethodSpec]:
-    from . import baselines_registry, deep, feature, instance, model, relation
+    from . import baselines_registry, deep, feature, instance, model, multisource, relation
 
     specs: dict[str, MethodSpec] = {}
-    for mod in (baselines_registry, instance, feature, deep, model, relation):
+    for mod in (baselines_registry, instance, feature, deep, model, relation, multisource):
         for spec in getattr(mod, "METHODS", []):
             if spec.name in specs:
                 raise RuntimeError(f"method name {spec.name!r} registered twice")

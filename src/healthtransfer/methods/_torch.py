@@ -197,9 +197,12 @@ def coral_loss(xs: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
 # fitting machinery
 # --------------------------------------------------------------------------------------------
 @contextmanager
-def torch_fit_context(seed: int, max_threads: int = 2):
+def torch_fit_context(seed: int, max_threads: int = 1):
     """Seed torch's CPU generator (restored afterwards), use deterministic algorithms and at
-    most ``max_threads`` threads for the duration of a fit; restore the global state after."""
+    most ``max_threads`` threads for the duration of a fit; restore the global state after.
+
+    One thread is the default: these nets are tiny, so a second thread costs more in
+    synchronisation than it gains, and runners already parallelise over fits (joblib)."""
     prev_threads = torch.get_num_threads()
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()

@@ -89,10 +89,6 @@ class _FeatureBase(TransferClassifier):
         self._fit_maps(split)
         Zs = self._map_rows(split.Xs, split.ds)
         Ztl = self._map(split.Xtl, "target", -1) if len(split.ytl) else None
-        mapped = DomainSplit(
-            Xs=Zs, ys=split.ys, ds=split.ds, Xt=split.Xt, ys_dummy=None,
-        ) if False else None  # (kept simple below)
-        del mapped
         X = Zs if Ztl is None else np.vstack([Zs, Ztl])
         _, y, w = _combine(split, None, self.target_weight)
         self.n_features_out_ = X.shape[1]
@@ -336,10 +332,7 @@ class TCA(_FeatureBase):
             pooled = _moments(np.vstack([split.Xs, split.Xt]))
             self._std.moments_ = {}
             self._std._source_pool = self._std._target_pool = pooled
-        Zs = self._std._map_rows_plain(split.Xs, split.ds) if False else np.vstack(
-            [self._std._map(split.Xs[split.ds == d], "source", int(d)) for d in []]
-        ) if False else self._z(split.Xs, split.ds)
-        self._Xs_order = None
+        Zs = self._z(split.Xs, split.ds)
         if len(split.Xt) == 0:
             self.adapter_ = None
             return

@@ -221,6 +221,8 @@ class KMMIW(_ReweightBase):
         RBF bandwidth on standardised features.
     B : float
         Upper bound of a weight.
+    qp_max_iter : int
+        Iterations of skada's Frank-Wolfe QP solver.
     clip_quantile, max_weight, target_weight, random_state
         As in :class:`DomainClassifierIW`.
 
@@ -238,7 +240,7 @@ class KMMIW(_ReweightBase):
         estimator=None,
         gamma=None,
         B=20.0,
-        max_iter=300,
+        qp_max_iter=300,
         clip_quantile=None,
         max_weight=None,
         target_weight=1.0,
@@ -247,7 +249,7 @@ class KMMIW(_ReweightBase):
         self.estimator = estimator
         self.gamma = gamma
         self.B = B
-        self.max_iter = max_iter
+        self.qp_max_iter = qp_max_iter
         self.clip_quantile = clip_quantile
         self.max_weight = max_weight
         self.target_weight = target_weight
@@ -258,7 +260,8 @@ class KMMIW(_ReweightBase):
         Z = StandardScaler().fit_transform(np.vstack([split.Xs, split.Xt]))
         dom = skada_domains(len(split.Xs), len(split.Xt))
         gamma = self.gamma if self.gamma is not None else 1.0 / Z.shape[1]
-        adapter = skada.KMMReweightAdapter(gamma=gamma, B=self.B, max_iter=self.max_iter)
+        adapter = skada.KMMReweightAdapter(gamma=gamma, B=self.B,
+                                           max_iter=self.qp_max_iter)
         with skada_context():
             adapter.fit(Z, sample_domain=dom)
             w = adapter.compute_weights(Z, sample_domain=dom)
@@ -416,7 +419,8 @@ class TrAdaBoost(TransferClassifier):
 
 
 # -- label shift --------------------------------------------------------------------------
-def em_prior(proba, train_prior, max_iter=200, tol=1e-7, labelled_counts=None):
+def em_prior(proba, train_prior, max_iter=200, tol=1e-7, labelled_counts=None,
+             return_n_iter=False):
     """EM / MLLS estimate of the target class prior (Saerens et al. 2002).
 
     ``proba`` are source-model posteriors on the unlabelled target rows, ``train_prior`` the
@@ -432,7 +436,8 @@ def em_prior(proba, train_prior, max_iter=200, tol=1e-7, labelled_counts=None):
     counts = np.zeros_like(prior0) if labelled_counts is None else np.asarray(labelled_counts, float)
     n = proba.shape[0] + counts.sum()
     prior = prior0.copy()
-    for _ in range(max_iter):
+    it = 0
+    for it in range(1, max_iter + 1):
         post = proba * (prior / prior0)
         post /= post.sum(axis=1, keepdims=True)
         new = (post.sum(axis=0) + counts) / n
@@ -442,7 +447,7 @@ def em_prior(proba, train_prior, max_iter=200, tol=1e-7, labelled_counts=None):
             prior = new
             break
         prior = new
-    return prior
+    return (prior, it) if return_n_iter else prior
 
 
 def bbse_prior(y_true, y_pred_heldout, pred_target, n_classes, train_prior):
@@ -500,6 +505,7 @@ class LabelShiftEM(TransferClassifier):
         if self.method not in ("em", "bbse"):
             raise ValueError(f"method must be 'em' or 'bbse', got {self.method!r}")
         nc = split.n_classes
+        self.n_iter_ = 1  # EM iterations (1 when there is nothing to iterate on)
         X, y, w = _combine(split, None, 1.0)
         self.estimator_ = _base(self.estimator, self.random_state).fit(X, y, sample_weight=w)
         prior_s = np.bincount(y, weights=w, minlength=nc) / np.sum(w)
@@ -514,7 +520,8 @@ class LabelShiftEM(TransferClassifier):
                 prior = self.source_prior_.copy()
         elif self.method == "em":
             proba = _proba_full(self.estimator_, Xu, nc)
-            prior = em_prior(proba, self.source_prior_, self.max_iter, labelled_counts=counts)
+            prior, self.n_iter_ = em_prior(proba, self.source_prior_, self.max_iter,
+                                           labelled_counts=counts, return_n_iter=True)
         else:
             prior = self._bbse(split, X, y, w, Xu, counts)
         prior = (1 - self.shrink) * prior + self.shrink * self.source_prior_

@@ -87,7 +87,7 @@ class DataSection(_Strict):
 
 class TransferSection(_Strict):
     sources: list[str] = Field(min_length=1)
-    target: str
+    target: str | list[str]
     labeled_target: list[int] = Field(default_factory=lambda: [0, 10, 20, 40])
     seeds: int = Field(default=20, ge=1, le=1000)
     test_fraction: float = Field(default=0.5, gt=0, lt=1)
@@ -102,8 +102,12 @@ class TransferSection(_Strict):
 
     @model_validator(mode="after")
     def _target_not_source(self):
-        if self.target in self.sources:
-            raise ValueError(f"the target '{self.target}' is also listed as a source")
+        targets = [self.target] if isinstance(self.target, str) else self.target
+        both = [t for t in targets if t in self.sources]
+        if both:
+            raise ValueError(f"{both} listed both as target and as source")
+        if not targets:
+            raise ValueError("name at least one target site")
         return self
 
 
@@ -161,3 +165,6 @@ def load_study(path: str | Path) -> Study:
         raise UserInputError(_explain(exc, str(path))) from None
     study.base_dir = path.resolve().parent
     return study
+
+# The demo's methods: the baselines plus the transfer methods worth showing on the heart data.
+DEMO_METHODS = list(DEFAULT_METHODS)

@@ -1,0 +1,222 @@
+"""The command line: one command per job; ``healthtransfer demo`` runs the whole flow.
+
+Errors a user can fix print as one paragraph (no traceback unless ``--debug``) and exit 2;
+nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import HealthTransferError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="healthtransfer: harmonise multi-site health data, measure shift, transfer models "
+    "between sites and evaluate them honestly on held-out target data.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Inspect built-in or study datasets.")
+app.add_typer(data_app, name="data")
+
+_state = {"debug": False}
+
+HEART_FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak"]
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _fail(exc: BaseException, code: int) -> None:
+    if _state["debug"]:
+        raise exc
+    msg = str(exc) if isinstance(exc, HealthTransferError) else (
+        f"internal error ({type(exc).__name__}). Run again with --debug for the traceback and report it."
+    )
+    typer.echo(f"Error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except HealthTransferError as exc:
+        _fail(exc, 2)
+    except (KeyboardInterrupt, typer.Exit):
+        raise
+    except Exception as exc:  # anything else is our bug: say so, hide internals unless --debug
+        _fail(exc, 1)
+
+
+def demo_study(seeds: int = 10):
+    """The bundled study: Cleveland as source, each other UCI heart hospital as target."""
+    from .study import Study
+    from .study.config import DEMO_METHODS
+
+    return Study.model_validate({
+        "study": {"name": "uci-heart-demo",
+                  "description": "Cleveland Clinic -> Budapest, Long Beach VA and Zurich/Basel (UCI Heart Disease)"},
+        "data": {"dataset": "uci_heart", "features": HEART_FEATURES, "categorical": ["cp", "restecg"],
+                 "subgroups": ["sex"]},
+        "transfer": {"sources": ["cleveland"], "target": ["hungarian", "va", "switzerland"],
+                     "labeled_target": [0, 10, 20, 40], "seeds": seeds, "test_fraction": 0.5,
+                     "methods": DEMO_METHODS},
+    })
+
+
+def _execute(study, out: Path, data_dir: Optional[Path], jobs: int, methods: Optional[list[str]]):
+    from .reports.study_report import write_outputs
+    from .study.run import run_study
+
+    result = run_study(study, methods=methods, data_dir=data_dir, n_jobs=jobs, progress=True)
+    report = write_outputs(result, out)
+    _print_summary(result)
+    typer.echo(f"\nWrote {report} and {out / 'results.json'} in {result.seconds:.1f} s.")
+    return result
+
+
+def _print_summary(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    df = result.frame()
+    if df.empty:
+        return
+    console = Console()
+    for target, g in df.groupby("target", sort=False):
+        tab = Table(title=f"target {target}: AUROC mean ± std over seeds")
+        tab.add_column("method")
+        budgets = sorted(g["n_labeled"].unique())
+        for b in budgets:
+            tab.add_column(f"n_t={b}", justify="right")
+        stats = g.groupby(["method", "n_labeled"])["auroc"].agg(["mean", "std"])
+        order = g.groupby("method")["auroc"].mean().sort_values(ascending=False).index
+        for m in order:
+            cells = []
+            for b in budgets:
+                if (m, b) in stats.index:
+                    r = stats.loc[(m, b)]
+                    cells.append(f"{r['mean']:.3f} ± {0 if r['std'] != r['std'] else r['std']:.3f}")
+                else:
+                    cells.append("—")
+            tab.add_row(m, *cells)
+        console.print(tab)
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("healthtransfer-demo"), "--out", help="Folder for report.html and results.json."),
+    seeds: int = typer.Option(10, min=1, help="Seeds (random pool/test splits) per target."),
+    jobs: int = typer.Option(2, min=1, help="Parallel workers (one (target, seed) each)."),
+):
+    """Run the bundled UCI heart study (Cleveland -> each other hospital) end to end."""
+    _guard(_execute, demo_study(seeds), out, None, jobs, None)
+
+
+@app.command()
+def run(
+    study_file: Path = typer.Argument(..., help="Study TOML file (see README)."),
+    out: Path = typer.Option(Path("healthtransfer-out"), "--out", help="Output folder."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with the staged datasets (or set HEALTHTRANSFER_DATA)."),
+    method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Run only these methods (repeatable)."),
+    jobs: int = typer.Option(2, min=1, help="Parallel workers."),
+):
+    """Run the transfer study a TOML file describes and write its report."""
+    from .study import load_study
+
+    def go():
+        study = load_study(study_file)
+        return _execute(study, out, data_dir, jobs, method)
+
+    _guard(go)
+
+
+@app.command()
+def methods(
+    family: Optional[str] = typer.Option(None, help="Only this family (baseline, instance, feature, model, relation)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """List the transfer methods that `run` can use, by family."""
+    from .methods import available_methods
+
+    specs = [s for s in available_methods().values() if family is None or s.family == family]
+    if as_json:
+        typer.echo(json.dumps([{"name": s.name, "family": s.family, "uses_target": s.uses_target,
+                                "needs_labels": s.needs_labels, "deep": s.deep,
+                                "skada_counterpart": s.skada_counterpart, "description": s.description}
+                               for s in specs], indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    tab = Table(title="healthtransfer methods")
+    for c in ("name", "family", "target data used", "description"):
+        tab.add_column(c)
+    for s in specs:
+        tab.add_row(s.name, s.family, s.uses_target + (" (needs n_t > 0)" if s.needs_labels else ""), s.description)
+    Console().print(tab)
+
+
+@data_app.command("inspect")
+def data_inspect(
+    study_file: Optional[Path] = typer.Argument(None, help="Study TOML whose data to inspect."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="A built-in dataset instead of a study."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with the staged datasets."),
+    as_json: bool = typer.Option(False, "--json", help="Print the harmonisation report as JSON."),
+):
+    """Print the harmonisation report: per site and column, what was cleaned and why."""
+
+    def go():
+        from .data import load_dataset
+        from .errors import UserInputError
+        from .study import load_study
+        from .study.run import load_study_data
+
+        if (study_file is None) == (dataset is None):
+            raise UserInputError("give either a study file or --dataset NAME", fix="e.g. `healthtransfer data inspect --dataset uci_heart`")
+        ds = load_dataset(dataset, data_dir=data_dir) if dataset else load_study_data(load_study(study_file), data_dir)
+        if as_json:
+            typer.echo(json.dumps({"dataset": ds.summary(), "harmonisation": ds.report.to_dict()}, indent=1, default=str))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        con = Console()
+        summ = ds.summary()
+        con.print(f"[bold]{ds.name}[/bold]: {summ['rows']} rows, {len(ds.features)} features, label '{ds.label}', domains {summ['domains']}")
+        for line in ds.report.summary_lines():
+            con.print(f"  - {line}")
+        tab = Table(title="per site and column (only where something changed or is missing)")
+        for c in ("site", "column", "missing", "sentinel", "out of range", "unmapped", "converted", "absent"):
+            tab.add_column(c, justify="right")
+        rows = ds.report.rows
+        rows = rows[(rows["missing_share"] > 0) | (rows[["n_sentinel", "n_out_of_range", "n_unmapped", "n_converted"]].sum(axis=1) > 0)]
+        for _, r in rows.iterrows():
+            tab.add_row(str(r.site), str(r.column), f"{r.missing_share:.0%}", str(r.n_sentinel), str(r.n_out_of_range),
+                        str(r.n_unmapped), str(r.n_converted), "yes" if r.absent else "")
+        con.print(tab)
+
+    _guard(go)
+
+
+def main() -> None:  # console-script entry point
+    # Keep third-party chatter (joblib, torch) off a user's terminal unless --debug.
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    try:
+        app()
+    except SystemExit as exc:
+        sys.exit(exc.code)
+
+
+if __name__ == "__main__":
+    main()

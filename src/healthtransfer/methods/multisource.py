@@ -1,0 +1,3 @@
+"""Multi-source transfer methods."""
+
+METHODS: list = []
