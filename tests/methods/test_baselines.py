@@ -51,5 +51,7 @@ def test_registry_names_are_unique_and_described():
 
 
 def test_unknown_method_suggests_a_name():
-    with pytest.raises(KeyError, match="source_lr"):
+    from healthtransfer.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="source_lr"):
         make_method("source_lrr")

@@ -136,6 +136,17 @@ def harmonise(raw: pd.DataFrame, schema: DatasetSchema, *, source: str = "data")
             )
         site = str(site)
         rules = schema.site(site)
+        # A raw column renamed onto a name the table already has: in a stacked multi-site
+        # table the other sites' column is empty here, so drop it; otherwise refuse.
+        for raw_name, new_name in rules.rename.items():
+            if raw_name in part.columns and new_name in part.columns:
+                if part[new_name].notna().any() and part[raw_name].notna().any():
+                    raise UserInputError(
+                        f"both '{raw_name}' and '{new_name}' hold values, and the schema renames the first to the second",
+                        where=f"{source}, site '{site}'",
+                        fix=f"drop one of the two columns, or remove the rename of '{raw_name}' for this site",
+                    )
+                part = part.drop(columns=[new_name] if part[raw_name].notna().any() else [raw_name])
         part = part.rename(columns=rules.rename)
         out = part.copy()
         for feat in schema.features:

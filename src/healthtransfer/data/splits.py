@@ -73,8 +73,11 @@ def label_budget(y, pool, n_labeled: int, *, seed: int) -> np.ndarray:
     share = counts / counts.sum()
     want = np.maximum(1, np.round(n_labeled * share)).astype(int)
     want = np.minimum(want, counts)
-    while want.sum() > n_labeled:  # trim the largest class first
-        want[np.argmax(want - share * n_labeled)] -= 1
+    while want.sum() > n_labeled:  # trim the most over-served class, never below one row
+        excess = np.where(want > 1, want - share * n_labeled, -np.inf)
+        if not np.isfinite(excess).any():
+            break  # fewer rows than classes: keep one of each
+        want[np.argmax(excess)] -= 1
     while want.sum() < n_labeled:
         room = counts - want
         want[np.argmax(np.where(room > 0, share * n_labeled - want, -np.inf))] += 1

@@ -64,8 +64,12 @@ def get_method(name: str) -> MethodSpec:
 
         close = difflib.get_close_matches(name, specs, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(
-            f"unknown method {name!r}.{hint} Run `healthtransfer methods` for the list."
+        from ..errors import UserInputError
+
+        raise UserInputError(
+            f"unknown method {name!r}.{hint}",
+            where="methods",
+            fix="run `healthtransfer methods` for the list of names",
         )
     return specs[name]
 

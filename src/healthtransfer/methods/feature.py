@@ -53,9 +53,15 @@ __all__ = [
 ]
 
 
-def _moments(X):
-    mu = X.mean(axis=0) if len(X) else 0.0
-    sd = X.std(axis=0) if len(X) > 1 else np.ones(X.shape[1])
+def _moments(X, w=None):
+    """(Weighted) mean and standard deviation per column; constant columns get sd 1."""
+    if len(X) == 0:
+        return np.zeros(X.shape[1]), np.ones(X.shape[1])
+    w = np.ones(len(X)) if w is None else np.asarray(w, float)
+    if w.sum() <= 0:
+        w = np.ones(len(X))
+    mu = np.average(X, axis=0, weights=w)
+    sd = np.sqrt(np.average((X - mu) ** 2, axis=0, weights=w)) if len(X) > 1 else np.ones(X.shape[1])
     sd = np.where(sd > 1e-8 * (1 + np.abs(mu)), sd, 1.0)
     return mu, sd
 
@@ -131,8 +137,9 @@ class DomainStandardization(_FeatureBase):
         self.random_state = random_state
 
     def _fit_maps(self, split):
-        self.moments_ = {int(d): _moments(split.Xs[split.ds == d]) for d in split.source_domains}
-        self._source_pool = _moments(split.Xs)
+        self.moments_ = {int(d): _moments(split.Xs[split.ds == d], _sub(split.ws, split.ds == d))
+                         for d in split.source_domains}
+        self._source_pool = _moments(split.Xs, split.ws)
         self._target_pool = _moments(split.Xt) if len(split.Xt) > 1 else self._source_pool
         # one target domain at fit (the base class does not keep target ids): -1
         self.moments_[-1] = self._target_pool
@@ -212,8 +219,14 @@ class CORAL(_FeatureBase):
 
 
 # -- subspace alignment ---------------------------------------------------------------------
-def _pca_basis(Z, k):
-    _, _, Vt = np.linalg.svd(Z - Z.mean(axis=0), full_matrices=False)
+def _sub(w, mask):
+    return None if w is None else w[mask]
+
+
+def _pca_basis(Z, k, w=None):
+    w = np.ones(len(Z)) if w is None else np.asarray(w, float)
+    mu = np.average(Z, axis=0, weights=w)
+    _, _, Vt = np.linalg.svd((Z - mu) * np.sqrt(w)[:, None], full_matrices=False)
     return Vt[:k].T  # (p, k)
 
 
@@ -256,11 +269,14 @@ class SubspaceAlignment(_FeatureBase):
         k = self.n_components
         k = int(np.ceil(k * p)) if isinstance(k, float) and k < 1 else int(k)
         self.n_components_ = max(1, min(k, p))
-        self.moments_ = {int(d): _moments(split.Xs[split.ds == d]) for d in split.source_domains}
-        self._source_pool = _moments(split.Xs)
-        Zs = np.vstack([(split.Xs[split.ds == d] - self.moments_[int(d)][0])
-                        / self.moments_[int(d)][1] for d in split.source_domains])
-        Ps = _pca_basis(Zs, self.n_components_)
+        self.moments_ = {int(d): _moments(split.Xs[split.ds == d], _sub(split.ws, split.ds == d))
+                         for d in split.source_domains}
+        self._source_pool = _moments(split.Xs, split.ws)
+        Zs = np.empty_like(split.Xs)
+        for d in split.source_domains:
+            mu, sd = self.moments_[int(d)]
+            Zs[split.ds == d] = (split.Xs[split.ds == d] - mu) / sd
+        Ps = _pca_basis(Zs, self.n_components_, split.ws)
         if len(split.Xt) > self.n_components_:
             self._target_pool = _moments(split.Xt)
             Pt = _pca_basis((split.Xt - self._target_pool[0]) / self._target_pool[1],
@@ -329,7 +345,8 @@ class TCA(_FeatureBase):
         self._std = DomainStandardization()
         self._std._fit_maps(split)
         if self.standardize == "pooled":
-            pooled = _moments(np.vstack([split.Xs, split.Xt]))
+            w = None if split.ws is None else np.r_[split.ws, np.ones(len(split.Xt))]
+            pooled = _moments(np.vstack([split.Xs, split.Xt]), w)
             self._std.moments_ = {}
             self._std._source_pool = self._std._target_pool = pooled
         Zs = self._z(split.Xs, split.ds)
@@ -400,7 +417,8 @@ class OTMapping(_FeatureBase):
         self.random_state = random_state
 
     def _fit_maps(self, split):
-        self.scaler_ = StandardScaler().fit(np.vstack([split.Xs, split.Xt]))
+        w = None if split.ws is None else np.r_[split.ws, np.ones(len(split.Xt))]
+        self.scaler_ = StandardScaler().fit(np.vstack([split.Xs, split.Xt]), sample_weight=w)
         if len(split.Xt) == 0:
             self.adapter_ = None
             return
@@ -474,7 +492,7 @@ class FeatureAugmentation(_FeatureBase):
         self.random_state = random_state
 
     def _fit_maps(self, split):
-        self._mom = _moments(split.Xs)
+        self._mom = _moments(split.Xs, split.ws)
 
     def _map(self, X, role, domain):
         Z = (X - self._mom[0]) / self._mom[1]

@@ -345,6 +345,8 @@ class ContinuedBoosting(TransferClassifier):
             self._source_const_ = np.log(prior / prior.sum())
             self.source_estimator_ = None
         self.target_trees_ = []
+        n_source_iter = 1 if self.source_estimator_ is None else self.source_estimator_.n_iter_
+        self.n_iter_ = n_source_iter
         n = split.Xtl.shape[0]
         if n < 2 or self.n_target_iter <= 0:
             return
@@ -367,6 +369,7 @@ class ContinuedBoosting(TransferClassifier):
                 F[:, k] += self.target_learning_rate * t.predict(X)
                 round_trees.append(t)
             self.target_trees_.append(round_trees)
+        self.n_iter_ = n_source_iter + len(self.target_trees_)
 
     def _predict_proba(self, X, sample_domain):
         F = self._raw_source(X)
@@ -587,8 +590,8 @@ class _ReferenceBase(TransferClassifier):
     def _check_binary(self, split):
         if split.n_classes != 2:
             raise ValueError(
-                f"{type(self).__name__} is binary only (the reference score is a probability of "
-                f"one outcome); got {split.n_classes} classes."
+                f"Only binary classification is supported. {type(self).__name__} recalibrates a "
+                f"reference score, the probability of one outcome; got {split.n_classes} classes."
             )
         if split.Xs.shape[1] < 1:
             raise ValueError("no reference column: the runner appends logit(score) as last column")

@@ -268,7 +268,7 @@ class RelationImputation(TransferClassifier):
     imputer : {"bayes", "trees"}, default="bayes"
     min_observed : float, default=0.5
         See :class:`FeatureBridge`.
-    max_iter : int, default=10
+    imputer_max_iter : int, default=10
         ``IterativeImputer`` rounds.
     random_state : int or None
 
@@ -285,12 +285,12 @@ class RelationImputation(TransferClassifier):
     uses_target = "both"
     handles_nan = True
 
-    def __init__(self, base="lr", imputer="bayes", min_observed=0.5, max_iter=10,
+    def __init__(self, base="lr", imputer="bayes", min_observed=0.5, imputer_max_iter=10,
                  random_state=None):
         self.base = base
         self.imputer = imputer
         self.min_observed = min_observed
-        self.max_iter = max_iter
+        self.imputer_max_iter = imputer_max_iter
         self.random_state = random_state
 
     def _make_imputer(self):
@@ -307,7 +307,7 @@ class RelationImputation(TransferClassifier):
                                       random_state=self.random_state)
         else:
             raise ValueError(f"imputer must be 'bayes' or 'trees', got {self.imputer!r}")
-        return IterativeImputer(estimator=est, max_iter=self.max_iter, tol=1e-3,
+        return IterativeImputer(estimator=est, max_iter=self.imputer_max_iter, tol=1e-3,
                                 keep_empty_features=True, random_state=self.random_state)
 
     def _transform(self, X):
@@ -341,7 +341,8 @@ class RelationImputation(TransferClassifier):
 
         if self.base == "lr":
             self.estimator_ = make_pipeline(StandardScaler(), self.estimator_)
-            self.estimator_.fit(X, y, logisticregression__sample_weight=w)
+            self.estimator_.fit(X, y, standardscaler__sample_weight=w,
+                                logisticregression__sample_weight=w)
         else:
             self.estimator_.fit(X, y, sample_weight=w)
 

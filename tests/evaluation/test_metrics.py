@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+from healthtransfer.evaluation import bootstrap_ci, expected_calibration_error, fast_bootstrap_ci, score
+
+
+def test_binary_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(0.3 * y + 0.7 * rng.random(300), 0, 1)
+    s = score(y, p)
+    assert s["auroc"] == pytest.approx(roc_auc_score(y, p))
+    assert s["brier"] == pytest.approx(brier_score_loss(y, p))
+
+
+def test_ece_zero_when_calibrated_and_large_when_not():
+    y = np.r_[np.zeros(50), np.ones(50)].astype(int)
+    assert expected_calibration_error(y, np.full(100, 0.5)) == pytest.approx(0.0)
+    assert expected_calibration_error(y, np.full(100, 0.9)) == pytest.approx(0.4)
+
+
+def test_bootstrap_ci_covers_the_estimate_and_the_fast_path_agrees():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(0.25 * y + 0.75 * rng.random(200), 0, 1)
+    s = score(y, p)
+    slow, fast = bootstrap_ci(y, p, n_boot=300), fast_bootstrap_ci(y, p, n_boot=300)
+    for k in ("auroc", "brier", "ece"):
+        assert slow[k][0] < s[k] < slow[k][1]
+        assert fast[k][0] < s[k] < fast[k][1]
+        assert abs(slow[k][0] - fast[k][0]) < 0.04 and abs(slow[k][1] - fast[k][1]) < 0.04
+
+
+def test_multiclass_metrics():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 200)
+    P = rng.dirichlet(np.ones(3), 200)
+    P[np.arange(200), y] += 1.0
+    P /= P.sum(axis=1, keepdims=True)
+    s = score(y, P, n_classes=3)
+    assert s["accuracy"] > 0.6 and s["auroc"] > 0.7
+    assert set(fast_bootstrap_ci(y, P)) == {"accuracy", "brier"}
