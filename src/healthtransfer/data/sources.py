@@ -153,7 +153,9 @@ def _read_text_table(path: Path, delimiter: str | None, encoding: str) -> pd.Dat
             fix="save it as UTF-8, or set `encoding = \"latin-1\"` (or the right one) under [data]",
         ) from None
     text = text.lstrip("\ufeff")
-    header = text.splitlines()[0]
+    if not text.strip():
+        raise UserInputError("the file is empty", where=str(path), fix="export the table again with a header row and data rows")
+    header = next(line for line in text.splitlines() if line.strip())
     if delimiter is None:
         try:
             delimiter = csv.Sniffer().sniff(header, delimiters=",;\t|").delimiter
@@ -171,8 +173,9 @@ def _read_text_table(path: Path, delimiter: str | None, encoding: str) -> pd.Dat
     if dup:
         raise UserInputError(f"duplicate column names {dup}", where=str(path),
                              fix="rename the columns so each name appears once")
+    _check_widths(text, delimiter, len(names), path)
     try:
-        df = pd.read_csv(io.StringIO(text), sep=delimiter, skipinitialspace=True,
+        df = pd.read_csv(io.StringIO(text), sep=delimiter, skipinitialspace=True, index_col=False,
                          na_values=["", "NA", "NaN", "nan", "?", "NULL", "null"], keep_default_na=False)
     except (pd.errors.ParserError, ValueError) as exc:
         line = str(exc).split("line")[-1].split(",")[0].strip() if "line" in str(exc) else "?"
@@ -180,6 +183,35 @@ def _read_text_table(path: Path, delimiter: str | None, encoding: str) -> pd.Dat
                              where=str(path), fix="check the delimiter and quoting of the export") from None
     df.columns = [str(c).strip() for c in df.columns]
     return df
+
+
+def _check_widths(text: str, delimiter: str, n_names: int, path: Path) -> None:
+    """Refuse rows wider than the header (pandas would silently turn the extra leading fields
+    into an index, shifting every column) and files whose rows mostly use another delimiter."""
+    try:
+        reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+        widths = [(reader.line_num, len(row)) for row in reader if any(f.strip() for f in row)][1:]
+    except csv.Error:
+        return  # let pandas report the quoting problem
+    if not widths:
+        raise UserInputError("the file has a header but no data rows", where=str(path),
+                             fix="export the table again with its data rows")
+    wide = next(((line, n) for line, n in widths if n > n_names), None)
+    if wide:
+        raise UserInputError(
+            f"line {wide[0]} has {wide[1]} fields but the header has {n_names}",
+            where=str(path),
+            fix="check the delimiter and quoting of the export: a decimal comma in a comma-separated file, "
+            "or an unquoted delimiter inside a value, adds fields (set `delimiter` under [data] if needed)",
+        )
+    short = [line for line, n in widths if n < n_names]
+    if len(short) > len(widths) / 2:
+        raise UserInputError(
+            f"{len(short)} of {len(widths)} rows have fewer fields than the header's {n_names} (first on line {short[0]})",
+            where=str(path),
+            fix=f"the rows seem to use another delimiter than the header's {delimiter!r}, or a quote is not closed: "
+            "export the file again with one delimiter and balanced quotes, or set `delimiter` under [data]",
+        )
 
 
 def read_table(path: str | Path, delimiter: str | None = None, encoding: str = "utf-8") -> pd.DataFrame:
@@ -250,6 +282,15 @@ def load_table(
         if col is not None and col not in df.columns:
             raise UserInputError(f"the column '{col}' named by `{key}` is not in the file", where=where,
                                  fix=f"set `{key}` to one of the file's columns: {list(df.columns)[:20]}")
+    if domain == label:
+        raise UserInputError(f"`domain` and `label` both name the column '{label}'", where=where,
+                             fix="set `domain` to the column naming each row's site and `label` to the outcome")
+    n_sites = int(df[domain].nunique())
+    if n_sites > 20 and n_sites > len(df) / 2:
+        raise UserInputError(
+            f"the domain column '{domain}' has {n_sites} distinct values in {len(df)} rows, so it does not name sites",
+            where=where, fix="set `domain` to the column that names each row's site (hospital, region, device)",
+        )
     special = {c for c in (domain, label, group, reference_score) if c}
     if features is None:
         features = [c for c in df.columns if c not in special]

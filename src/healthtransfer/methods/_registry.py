@@ -63,11 +63,11 @@ def get_method(name: str) -> MethodSpec:
         import difflib
 
         close = difflib.get_close_matches(name, specs, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         from ..errors import UserInputError
 
         raise UserInputError(
-            f"unknown method {name!r}.{hint}",
+            f"unknown method {name!r}{hint}",
             where="methods",
             fix="run `healthtransfer methods` for the list of names",
         )

@@ -135,8 +135,10 @@ def mmd_quadratic(xs: torch.Tensor, xt: torch.Tensor, bandwidth=None, scales=BAN
     z = torch.cat([xs, xt])
     d2 = _sq_dists(z, z)
     if bandwidth is None:
-        off = d2[~torch.eye(n + m, dtype=torch.bool)]
-        med = off.median() if off.numel() else d2.new_tensor(1.0)
+        with torch.no_grad():
+            iu = torch.triu_indices(n + m, n + m, offset=1)
+            off = d2[iu[0], iu[1]]
+            med = off.median() if off.numel() else d2.new_tensor(1.0)
     else:
         med = d2.new_tensor(float(bandwidth))
     k = _multi_kernel(d2, _bandwidths(med, scales))
@@ -197,24 +199,30 @@ def coral_loss(xs: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
 # fitting machinery
 # --------------------------------------------------------------------------------------------
 @contextmanager
+def _threads(n: int):
+    prev = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(n, prev)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+@contextmanager
 def torch_fit_context(seed: int, max_threads: int = 1):
-    """Seed torch's CPU generator (restored afterwards), use deterministic algorithms and at
-    most ``max_threads`` threads for the duration of a fit; restore the global state after.
+    """Seed torch's CPU generator (restored afterwards) and use at most ``max_threads``
+    threads for the duration of a fit; restore the global state after.
+
+    ``torch.use_deterministic_algorithms`` is deliberately not switched on: every op used here
+    (dense linear algebra, elementwise maps, sort-based median, dropout) is already
+    deterministic on CPU with a fixed thread count, and the first call of that switch imports
+    torch's compiler stack (~5 s per process).
 
     One thread is the default: these nets are tiny, so a second thread costs more in
     synchronisation than it gains, and runners already parallelise over fits (joblib)."""
-    prev_threads = torch.get_num_threads()
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(max(1, min(max_threads, prev_threads)))
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            yield
-    finally:
-        torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
-        torch.set_num_threads(prev_threads)
+    with _threads(max_threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def _cycler(n: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
@@ -351,7 +359,7 @@ class DeepTransferClassifier(TransferClassifier):
 
     def _predict_proba(self, X, sample_domain):
         self.module_.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _threads(1):
             logits, _ = self.module_(self._scale(X))
             return torch.softmax(logits.double(), dim=1).numpy()
 
@@ -364,7 +372,7 @@ class DeepTransferClassifier(TransferClassifier):
         if self._imputer is not None:
             X = self._imputer.transform(X)
         self.module_.eval()
-        with torch.no_grad():
+        with torch.no_grad(), _threads(1):
             return self.module_(self._scale(X))[1].numpy().astype(float)
 
     def __sklearn_tags__(self):

@@ -17,7 +17,8 @@ Example
 >>> from healthtransfer.data.synthetic import make_shifted_domains
 >>> from healthtransfer.methods.deep import JointMMD
 >>> d = make_shifted_domains("scale", n_source=100, n_target=100, random_state=0)
->>> m = JointMMD(max_epochs=5, random_state=0).fit(d.X, d.masked_y(0), sample_domain=d.sample_domain)
+>>> m = JointMMD(max_epochs=5, random_state=0)
+>>> m = m.fit(d.X, d.masked_y(0), sample_domain=d.sample_domain)
 >>> m.predict_proba(d.X[d.target]).shape
 (100, 2)
 """
@@ -35,8 +36,6 @@ from ._base import DomainSplit
 from ._registry import MethodSpec
 from ._torch import (
     DeepTransferClassifier,
-    _cycler,
-    _take,
     _tensor,
     _weighted_ce,
     coral_loss,
@@ -278,7 +277,9 @@ class FineTuneMLP(DeepTransferClassifier):
     finetune_epochs : int, default=100
         Passes over the labelled target rows.
     finetune_lr : float or None, default=None
-        Learning rate of the fine-tuning stage (None: ``lr``).
+        Learning rate of the fine-tuning stage. None: ``lr`` for ``full`` and ``l2sp``,
+        ``10 * lr`` for ``last_layer`` (a linear head on frozen features needs larger steps
+        to move within ``finetune_epochs`` passes over a few dozen rows).
     {common}
     Examples
     --------
@@ -330,7 +331,9 @@ class FineTuneMLP(DeepTransferClassifier):
         m = self.module_
         X, y = self._scale(split.Xtl), torch.as_tensor(split.ytl, dtype=torch.long)
         w = None if split.wtl is None else _tensor(split.wtl)
-        lr = self.lr if self.finetune_lr is None else self.finetune_lr
+        lr = self.finetune_lr
+        if lr is None:
+            lr = self.lr * (10.0 if self.mode == "last_layer" else 1.0)
         shared = list(m.features.parameters())
         anchors = [p.detach().clone() for p in shared]
         if self.mode == "full":

@@ -204,23 +204,37 @@ class DomainClassifierIW(_ReweightBase):
         return pt / (1 - pt) * len(Xs) / len(Xt)
 
 
+def _median_sq_dist(Z, random_state=None, n=500):
+    """Median squared distance between rows (on at most ``n`` rows): the kernel-width
+    heuristic, so that ``gamma`` is given in units of 1 / median distance."""
+    rng = np.random.default_rng(random_state if isinstance(random_state, int) else 0)
+    if len(Z) > n:
+        Z = Z[rng.choice(len(Z), n, replace=False)]
+    sq = np.sum(Z**2, axis=1)
+    D = sq[:, None] + sq[None, :] - 2 * Z @ Z.T
+    iu = np.triu_indices(len(Z), 1)
+    med = np.median(D[iu]) if len(iu[0]) else 1.0
+    return float(med) if med > 1e-12 else 1.0
+
+
 # -- KMM and KLIEP via skada --------------------------------------------------------------
 class KMMIW(_ReweightBase):
     """Kernel mean matching weights (Huang et al. 2007) via skada's ``KMMReweightAdapter``.
 
-    Features are standardised on the pooled source + target rows before the RBF kernel
-    (``gamma=None`` then means 1 / n_features). The source weights match the target kernel
-    mean; the base learner is trained on the weighted source rows plus labelled target rows.
-    Builds an n_source x n_source kernel: keep to a few thousand rows.
+    Features are standardised on the pooled source + target rows; the RBF width ``gamma`` is
+    given in units of 1 / (median squared distance between rows). The source weights match
+    the target kernel mean; the base learner is trained on the weighted source rows plus
+    labelled target rows. skada's fast Frank-Wolfe solver ignores the weight bound B, so the
+    weights are bounded afterwards by ``clip_quantile`` / ``max_weight`` (its raw solutions are
+    sparse: without clipping a handful of rows carry the fit). Builds an n_source x n_source
+    kernel: keep to a few thousand rows.
 
     Parameters
     ----------
     estimator : classifier or None
         Base learner; ``None`` = logistic regression.
-    gamma : float or None
-        RBF bandwidth on standardised features.
-    B : float
-        Upper bound of a weight.
+    gamma : float
+        RBF bandwidth, in units of 1 / median squared distance (larger = narrower kernel).
     qp_max_iter : int
         Iterations of skada's Frank-Wolfe QP solver.
     clip_quantile, max_weight, target_weight, random_state
@@ -238,17 +252,15 @@ class KMMIW(_ReweightBase):
     def __init__(
         self,
         estimator=None,
-        gamma=None,
-        B=20.0,
-        qp_max_iter=300,
-        clip_quantile=None,
-        max_weight=None,
+        gamma=10.0,
+        qp_max_iter=1000,
+        clip_quantile=0.95,
+        max_weight=10.0,
         target_weight=1.0,
         random_state=None,
     ):
         self.estimator = estimator
         self.gamma = gamma
-        self.B = B
         self.qp_max_iter = qp_max_iter
         self.clip_quantile = clip_quantile
         self.max_weight = max_weight
@@ -259,8 +271,9 @@ class KMMIW(_ReweightBase):
         skada = import_skada()
         Z = StandardScaler().fit_transform(np.vstack([split.Xs, split.Xt]))
         dom = skada_domains(len(split.Xs), len(split.Xt))
-        gamma = self.gamma if self.gamma is not None else 1.0 / Z.shape[1]
-        adapter = skada.KMMReweightAdapter(gamma=gamma, B=self.B,
+        gamma = float(self.gamma) / _median_sq_dist(Z, self.random_state)
+        self.gamma_ = gamma
+        adapter = skada.KMMReweightAdapter(gamma=gamma,
                                            max_iter=self.qp_max_iter)
         with skada_context():
             adapter.fit(Z, sample_domain=dom)
@@ -583,7 +596,7 @@ METHODS = [
     MethodSpec("kmm_lr", "instance", partial(_mk, KMMIW, "lr"), "both",
                "Kernel mean matching weights (skada); logistic regression on weighted source "
                "+ labelled target rows.", max_rows=5000,
-               grid=({"gamma": None}, {"gamma": 0.05}, {"B": 5.0}),
+               grid=({"gamma": 3.0}, {"gamma": 10.0}, {"gamma": 30.0}),
                skada_counterpart="KMMReweightAdapter"),
     MethodSpec("kliep_lr", "instance", partial(_mk, KLIEPIW, "lr"), "both",
                "KLIEP density-ratio weights (skada); logistic regression on weighted source "

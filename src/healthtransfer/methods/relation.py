@@ -268,8 +268,8 @@ class RelationImputation(TransferClassifier):
     imputer : {"bayes", "trees"}, default="bayes"
     min_observed : float, default=0.5
         See :class:`FeatureBridge`.
-    imputer_max_iter : int, default=10
-        ``IterativeImputer`` rounds.
+    imputer_max_iter : int or None, default=None
+        ``IterativeImputer`` rounds (None: 10 with "bayes", 3 with "trees").
     random_state : int or None
 
     Example
@@ -285,7 +285,7 @@ class RelationImputation(TransferClassifier):
     uses_target = "both"
     handles_nan = True
 
-    def __init__(self, base="lr", imputer="bayes", min_observed=0.5, imputer_max_iter=10,
+    def __init__(self, base="lr", imputer="bayes", min_observed=0.5, imputer_max_iter=None,
                  random_state=None):
         self.base = base
         self.imputer = imputer
@@ -303,11 +303,17 @@ class RelationImputation(TransferClassifier):
         elif self.imputer == "trees":
             from sklearn.ensemble import ExtraTreesRegressor
 
-            est = ExtraTreesRegressor(n_estimators=30, min_samples_leaf=3, n_jobs=1,
-                                      random_state=self.random_state)
+            est = ExtraTreesRegressor(n_estimators=8, max_depth=5, min_samples_leaf=5,
+                                      max_features=0.5, n_jobs=1, random_state=self.random_state)
         else:
             raise ValueError(f"imputer must be 'bayes' or 'trees', got {self.imputer!r}")
-        return IterativeImputer(estimator=est, max_iter=self.imputer_max_iter, tol=1e-3,
+        max_iter = self.imputer_max_iter
+        if max_iter is None:
+            max_iter = 10 if self.imputer == "bayes" else 3
+        # trees: each round fits one forest per incomplete feature, so look at 10 features
+        nearest = 10 if self.imputer == "trees" else None
+        return IterativeImputer(estimator=est, max_iter=max_iter, tol=1e-3,
+                                n_nearest_features=nearest,
                                 keep_empty_features=True, random_state=self.random_state)
 
     def _transform(self, X):
@@ -367,7 +373,8 @@ METHODS = [
                "Impute features the target lacks from relations learned at the source "
                "(feature bridge + iterative imputer), then logistic regression."),
     MethodSpec("relation_imputation_gbm", "relation",
-               partial(_mk, RelationImputation, base="gbm", imputer="trees"), "both",
+               partial(_mk, RelationImputation, base="gbm"), "both",
                "Impute features the target lacks from relations learned at the source "
-               "(feature bridge + tree-based iterative imputer), then gradient boosting."),
+               "(feature bridge + iterative imputer), then gradient boosting.",
+               grid=({"imputer": "bayes"}, {"imputer": "trees"})),
 ]

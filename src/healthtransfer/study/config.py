@@ -36,6 +36,11 @@ _FIX = {
     "labeled_target": "give label budgets as non-negative integers, e.g. [0, 10, 20, 40]",
     "seeds": "give a positive number of seeds, e.g. seeds = 20",
     "test_fraction": "give a fraction strictly between 0 and 1, e.g. 0.5",
+    "study": "start the file with a [study] table holding `name = \"...\"`",
+    "data": "add a [data] table with `path` (plus `domain` and `label`) or `dataset`",
+    "transfer": "add a [transfer] table with `sources = [...]` and `target = \"...\"`",
+    "name": "give the study a non-empty name, e.g. name = \"heart\"",
+    "methods": "list method names, e.g. methods = [\"source_lr\"]; `healthtransfer methods` lists them",
 }
 
 
@@ -70,9 +75,11 @@ class DataSection(_Strict):
     @model_validator(mode="after")
     def _one_source(self):
         if (self.path is None) == (self.dataset is None):
-            raise ValueError("give exactly one of `path` (a CSV/Parquet file) or `dataset` (a built-in source)")
+            raise ValueError("give exactly one of `path` (a CSV/Parquet file) or `dataset` (a built-in source); "
+                             "fix: keep one of the two keys under [data]")
         if self.path is not None and (self.domain is None or self.label is None):
-            raise ValueError("a `path` study must name its `domain` and `label` columns")
+            raise ValueError("a `path` study must name its `domain` and `label` columns; "
+                             "fix: add `domain = \"site column\"` and `label = \"outcome column\"` under [data]")
         return self
 
     @field_validator("features", "categorical")
@@ -105,9 +112,10 @@ class TransferSection(_Strict):
         targets = [self.target] if isinstance(self.target, str) else self.target
         both = [t for t in targets if t in self.sources]
         if both:
-            raise ValueError(f"{both} listed both as target and as source")
+            raise ValueError(f"{both} listed both as target and as source; fix: remove the target from `sources` "
+                             "or choose another `target`")
         if not targets:
-            raise ValueError("name at least one target site")
+            raise ValueError("name at least one target site; fix: set `target = \"site\"`")
         return self
 
 
@@ -124,20 +132,39 @@ class Study(_Strict):
         return p if p.is_absolute() else (self.base_dir / p).resolve()
 
 
+def _allowed_keys(section: str) -> list[str]:
+    model = {"": Study, "study": StudyInfo, "data": DataSection, "transfer": TransferSection}.get(section)
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items() if name != "base_dir"]
+
+
 def _explain(err: ValidationError, source: str) -> str:
-    lines = []
+    """All validation errors as one paragraph: each names its key, what is wrong and the fix."""
+    import difflib
+
+    items = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"] if not isinstance(p, int)) or "(top level)"
-        last = next((str(p) for p in reversed(e["loc"]) if isinstance(p, str)), "")
+        names = [str(p) for p in e["loc"] if not isinstance(p, int)]
+        key = ".".join(names) or "(top level)"
+        last = names[-1] if names else ""
+        fix = _FIX.get(last)
         if e["type"] == "extra_forbidden":
-            msg = "unknown key; check its spelling (see README: study file)"
+            section = ".".join(names[:-1])
+            allowed = _allowed_keys(section)
+            close = difflib.get_close_matches(last, allowed, n=1)
+            msg = "unknown key"
+            where = f"[{section}]" if section else "the top level"
+            fix = (f"did you mean `{close[0]}`? " if close else "") + f"{where} accepts {', '.join(allowed)}"
         elif e["type"] == "missing":
             msg = "required key is missing"
         else:
             msg = e["msg"].removeprefix("Value error, ")
-        fix = _FIX.get(last)
-        lines.append(f"  - [{key}] {msg}" + (f" (fix: {fix})" if fix else ""))
-    return f"{source} is not a valid study file:\n" + "\n".join(lines)
+            if "; fix: " in msg:
+                msg, fix = msg.split("; fix: ", 1)
+        fix = fix or "see examples/heart_cleveland_to_va.toml for a complete study file"
+        items.append(f"[{key}] {msg} (fix: {fix})")
+    return f"{source} is not a valid study file: " + "; ".join(items) + "."
 
 
 def load_study(path: str | Path) -> Study:
@@ -151,9 +178,11 @@ def load_study(path: str | Path) -> Study:
     except UnicodeDecodeError:
         raise UserInputError("the study file is not UTF-8 text", where=str(path),
                              fix="save it as UTF-8") from None
+    text = text.lstrip("\ufeff")  # editors on Windows save UTF-8 with a byte-order mark
     if not text.strip():
         raise UserInputError("the study file is empty", where=str(path),
-                             fix="start from examples/heart_cleveland_to_va.toml")
+                             fix="give [study] name, [data] path, domain and label, and [transfer] sources and target; "
+                             "start from examples/heart_cleveland_to_va.toml")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

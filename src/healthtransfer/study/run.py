@@ -96,8 +96,18 @@ def check_study_data(study: Study, ds: Dataset) -> list[str]:
     if missing:
         raise UserInputError(
             f"sites {missing} are named in [transfer] but the data has no rows for them",
-            where=where, fix=f"use sites from the domain column '{ds.domain}': {domains}",
+            where=where, fix=f"use sites from the domain column '{ds.domain}': {domains[:20]}"
+            + (f" and {len(domains) - 20} more" if len(domains) > 20 else ""),
         )
+    for s in named:
+        n = int((ds.frame[ds.domain] == s).sum())
+        if n < 2:
+            role = "target" if s in targets_of(study) else "source"
+            raise UserInputError(
+                f"{role} site '{s}' has only {n} row", where=where,
+                fix=f"one row cannot be split or learned from: remove '{s}' from [transfer], merge it with "
+                "another site in the domain column, or add data",
+            )
     warnings_out = []
     y = ds.frame[ds.label]
     src = ds.frame[ds.domain].isin(study.transfer.sources)
@@ -114,8 +124,8 @@ def check_study_data(study: Study, ds: Dataset) -> list[str]:
         counts = yt.value_counts()
         if len(yt) < 4 or len(counts) < 2 or counts.min() < 2:
             raise UserInputError(
-                f"target site '{t}' has {len(yt)} rows and {len(counts)} label class(es), with at least "
-                f"{int(counts.min()) if len(counts) else 0} row(s) in its rarest class",
+                f"target site '{t}' has {len(yt)} row(s) and {len(counts)} class(es) of the label '{ds.label}'"
+                + (f", the rarest with {int(counts.min())} row(s)" if len(counts) > 1 else ""),
                 where=where,
                 fix="a pool/test split needs at least 2 rows of each class at the target; choose another target or add data",
             )

@@ -1,0 +1,6 @@
+"""Model selection without target test labels: criteria and the selection rule."""
+
+from ._criteria import OOF, dev_risk, entropy, importance_weights
+from ._select import Candidate, Selection, expand_candidates, select
+
+__all__ = ["OOF", "Candidate", "Selection", "dev_risk", "entropy", "expand_candidates", "importance_weights", "select"]

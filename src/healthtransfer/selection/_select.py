@@ -1,0 +1,192 @@
+"""Pick one candidate per (target, seed, budget) without the target's test labels.
+
+Candidates are the study's methods, each over its small hyper-parameter grid. The criterion
+depends on what is available:
+
+- n_t > 0 labelled target rows: out-of-fold AUROC on them (``target_cv``);
+- n_t = 0: importance-weighted validation on held-out source rows (``iwcv``, AUROC) and deep
+  embedded validation (``dev``, log loss), combined by average rank; reverse validation and
+  target prediction entropy are computed and reported as heuristics, not used to choose.
+
+Recognising when not to adapt: the best candidate replaces the best *baseline* only if it
+beats it by more than ``margin`` standard errors of the paired difference (bootstrap over the
+same out-of-fold rows). Otherwise the baseline is kept and the record says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from ..evaluation.metrics import _auroc_rows
+from ..methods import MethodSpec, get_method
+from ._criteria import OOF, dev_risk, entropy, importance_weights, source_cv_oof, target_cv_oof
+
+__all__ = ["Candidate", "Selection", "expand_candidates", "select"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One method at one hyper-parameter setting."""
+
+    name: str
+    method: str
+    family: str
+    params: tuple = ()
+    uses_reference: bool = False
+
+    @property
+    def spec(self) -> MethodSpec:
+        return get_method(self.method)
+
+    def factory(self, random_state=None):
+        return self.spec.factory(random_state=random_state, **dict(self.params))
+
+
+def _label(method: str, params: dict) -> str:
+    if not params:
+        return method
+    inner = ",".join(f"{k}={v}" for k, v in params.items())
+    return f"{method}[{inner}]"
+
+
+def expand_candidates(methods: list[str], *, grid: bool = True) -> list[Candidate]:
+    """Every method at its default settings, plus its grid points when ``grid``."""
+    out: list[Candidate] = []
+    seen = set()
+    for m in methods:
+        spec = get_method(m)
+        settings = [{}] + (list(spec.grid) if grid else [])
+        for params in settings:
+            c = Candidate(_label(m, params), m, spec.family, tuple(sorted(params.items())),
+                          bool(getattr(spec, "uses_reference", False)))
+            if c.name not in seen:
+                seen.add(c.name)
+                out.append(c)
+    return out
+
+
+@dataclass
+class Selection:
+    chosen: str
+    criterion: str
+    reason: str
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    best_candidate: str | None = None
+    best_baseline: str | None = None
+    oof: dict[str, OOF] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "criterion": self.criterion, "reason": self.reason,
+                "best_candidate": self.best_candidate, "best_baseline": self.best_baseline,
+                "scores": self.scores}
+
+
+def _auroc(y, proba, w=None) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    if proba.shape[1] == 2:
+        return float(roc_auc_score(y, proba[:, 1], sample_weight=w))
+    vals = [roc_auc_score(y == c, proba[:, c], sample_weight=w) for c in np.unique(y)]
+    return float(np.mean(vals))
+
+
+def _paired_gain(a: OOF, b: OOF, n_boot: int = 200, seed: int = 0) -> tuple[float, float]:
+    """Mean and std of AUROC(a) - AUROC(b) over bootstrap draws of the same rows, drawn with
+    probability proportional to the importance weights (so IWCV is respected)."""
+    rng = np.random.default_rng(seed)
+    w = a.weight / a.weight.sum()
+    n = len(a.y)
+    idx = rng.choice(n, size=(n_boot, n), p=w)
+    yb = a.y[idx]
+    if a.proba.shape[1] == 2:
+        pa, pb = a.proba[:, 1][idx], b.proba[:, 1][idx]
+        yy = yb
+    else:  # multi-class: compare on the top class of the majority one-vs-rest (coarse but paired)
+        c = np.bincount(a.y).argmax()
+        pa, pb, yy = a.proba[:, c][idx], b.proba[:, c][idx], (yb == c).astype(int)
+    ok = (yy.sum(axis=1) > 0) & (yy.sum(axis=1) < n)
+    d = _auroc_rows(yy[ok], pa[ok]) - _auroc_rows(yy[ok], pb[ok])
+    d = d[np.isfinite(d)]
+    if len(d) < 10:
+        return 0.0, float("inf")
+    return float(d.mean()), float(d.std(ddof=1))
+
+
+def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int = 0,
+           margin: float = 1.0, n_splits_target: int = 5, n_splits_source: int = 3,
+           extra_columns: Callable[[Candidate], tuple[np.ndarray, np.ndarray]] | None = None) -> Selection:
+    """Score every candidate on the fit rows only and choose one (see the module docstring).
+
+    ``X, y, sd`` are exactly the rows and masked labels the candidates are fitted on; no
+    target test row is ever passed here. ``extra_columns(c)`` may return the column to append
+    for a candidate that uses the study's reference score.
+    """
+    n_lab = int(((sd < 0) & (y != -1)).sum())
+    scores: dict[str, dict[str, float]] = {}
+    oofs: dict[str, OOF] = {}
+    weights = None
+    criterion = "target_cv"
+    for c in candidates:
+        Xc = X if extra_columns is None or not c.uses_reference else np.column_stack([X, extra_columns(c)])
+        oof = target_cv_oof(c.factory, Xc, y, sd, n_classes, seed=seed, n_splits=n_splits_target) if n_lab else None
+        if oof is None:
+            if c.spec.needs_labels:
+                continue
+            criterion = "iwcv+dev"
+            if weights is None:
+                weights = importance_weights(X, sd, seed=seed)
+            oof = source_cv_oof(c.factory, Xc, y, sd, n_classes, weights, seed=seed, n_splits=n_splits_source)
+        elif criterion != "target_cv":
+            continue  # mixed availability cannot happen within one call; keep the first kind
+        oofs[c.name] = oof
+        row = {"auroc": _auroc(oof.y, oof.proba, oof.weight if oof.criterion == "iwcv" else None)}
+        if oof.criterion == "iwcv":
+            row["dev_logloss"] = dev_risk(oof.y, oof.proba, oof.weight)
+            row["ess_fraction"] = float(oof.weight.sum() ** 2 / (oof.weight ** 2).sum() / len(oof.weight))
+            row["reverse_auroc"] = _auroc(oof.y, oof.reverse_proba)
+            row["target_entropy"] = oof.target_entropy
+        scores[c.name] = row
+    if not scores:
+        raise ValueError("no candidate could be scored")
+    names = list(scores)
+    if criterion == "target_cv":
+        rank_score = {n: scores[n]["auroc"] for n in names}
+    else:
+        auc_rank = _ranks([scores[n]["auroc"] for n in names], higher_better=True)
+        dev_rank = _ranks([scores[n]["dev_logloss"] for n in names], higher_better=False)
+        rank_score = {n: -(a + d) / 2 for n, a, d in zip(names, auc_rank, dev_rank)}
+    fam = {c.name: c.family for c in candidates}
+    best = max(names, key=lambda n: (np.nan_to_num(rank_score[n], nan=-np.inf), -names.index(n)))
+    baselines = [n for n in names if fam[n] == "baseline"]
+    best_base = max(baselines, key=lambda n: (np.nan_to_num(rank_score[n], nan=-np.inf), -names.index(n))) if baselines else None
+    chosen, reason = best, f"highest {criterion} score"
+    if best_base is not None and best != best_base:
+        gain, sd_gain = _paired_gain(oofs[best], oofs[best_base], seed=seed)
+        if not (gain > margin * sd_gain):
+            chosen = best_base
+            reason = (f"kept baseline {best_base}: the best candidate {best} gained {gain:+.3f} AUROC "
+                      f"(se {sd_gain:.3f}) on {criterion}, not more than {margin:g} se")
+        else:
+            reason = f"{best} beat baseline {best_base} by {gain:+.3f} AUROC (se {sd_gain:.3f}) on {criterion}"
+    return Selection(chosen=chosen, criterion=criterion, reason=reason, scores=scores,
+                     best_candidate=best, best_baseline=best_base, oof=oofs)
+
+
+def _ranks(values, higher_better=True) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    v = np.asarray(values, float)
+    v = np.where(np.isfinite(v), v, -np.inf if higher_better else np.inf)
+    return rankdata(-v if higher_better else v)
+
+
+def target_entropy(est, X_target) -> float:
+    """Mean prediction entropy on target rows (heuristic: low is confident, not correct)."""
+    return entropy(est.predict_proba(X_target))

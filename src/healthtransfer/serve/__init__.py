@@ -1,0 +1,80 @@
+"""The prediction service (FastAPI + uvicorn) and the functions the CLI wires up.
+
+``healthtransfer serve BUNDLE`` -> :func:`serve`; ``serve keys add`` -> :func:`keys_add`;
+``audit export`` -> :func:`audit_export`; ``bundle inspect`` -> :func:`bundle_inspect`;
+``bundle export --onnx`` -> :func:`bundle_export_onnx`. FastAPI and friends are imported only
+when a function needs them (``pip install healthtransfer[serve]``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from ..errors import UserInputError
+
+__all__ = ["audit_export", "bundle_export_onnx", "bundle_inspect", "create_app", "keys_add",
+           "serve"]
+
+
+def create_app(bundle_dir, **kw):
+    """See :func:`healthtransfer.serve.app.create_app`."""
+    from .app import create_app as _create
+
+    return _create(bundle_dir, **kw)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audit_db=None,
+          max_batch: int = 1000) -> None:
+    """Run the service with uvicorn (blocks). Binds 127.0.0.1 unless told otherwise; a
+    non-loopback host requires an API key file."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise UserInputError("the service needs the serve extra",
+                             fix="pip install 'healthtransfer[serve]'") from None
+    if not _is_loopback(host) and api_keys is None:
+        raise UserInputError(f"refusing to serve on {host} without API keys",
+                             where="serve",
+                             fix="pass --api-keys FILE (create it with `healthtransfer serve keys "
+                                 "add`), or bind 127.0.0.1")
+    app = create_app(bundle, api_keys_file=api_keys, audit_url=audit_db, max_batch=max_batch)
+    uvicorn.run(app, host=host, port=int(port), access_log=False, log_level="info",
+                server_header=False)
+
+
+def keys_add(file, key_id: str, scopes=("predict",)) -> str:
+    """Add an API key to ``file``; returns the plain key (show it once, it is not stored)."""
+    from ._auth import add_key
+
+    return add_key(Path(file), key_id, list(scopes))
+
+
+def audit_export(audit_url, out_csv) -> int:
+    """Write the audit log (SQLite path or SQLAlchemy URL) to CSV; returns the row count."""
+    from ._audit import export_csv
+
+    return export_csv(str(audit_url), Path(out_csv))
+
+
+def bundle_inspect(bundle_dir) -> str:
+    """Model card and schema of a verified bundle (Markdown text)."""
+    from ..bundle import inspect_bundle
+
+    return inspect_bundle(bundle_dir)
+
+
+def bundle_export_onnx(bundle_dir, out_path=None) -> Path:
+    """Write ``<bundle_dir>.onnx`` beside the bundle, checked against ONNX Runtime."""
+    from ..bundle import export_onnx
+
+    return export_onnx(bundle_dir, out_path)

@@ -1,0 +1,210 @@
+"""The audit log: one row per prediction, in SQLite (WAL) or any SQLAlchemy database.
+
+Row: time (UTC ISO 8601), request id, key id, model version, sha256 of the canonical JSON of
+the input record, and the output (JSON: probability, class, flags). No input values.
+
+Writes are transactional; a batch's rows are committed together before the response is
+sent. If the database cannot be written (read-only file, full disk, server down) the write
+raises :class:`AuditUnavailable` and the service answers 503 without a prediction: the
+service fails closed rather than predict without a record.
+
+Example
+-------
+>>> import tempfile, pathlib
+>>> url = audit_url(pathlib.Path(tempfile.mkdtemp()) / "audit.sqlite")
+>>> log = AuditLog(url)
+>>> log.append([{"request_id": "r1", "key_id": "k", "model_version": "m",
+...              "input_hash": "0" * 64, "output": {"probability": 0.5}}])
+>>> log.count()
+1
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+__all__ = ["AuditLog", "AuditUnavailable", "audit_url", "input_hash", "export_csv"]
+
+COLUMNS = ("id", "time", "request_id", "key_id", "model_version", "input_hash", "output")
+
+
+class AuditUnavailable(RuntimeError):
+    """The audit database cannot record a prediction."""
+
+
+def audit_url(path_or_url: str | Path) -> str:
+    """A SQLAlchemy URL: kept as is if it has a scheme, else a SQLite file path."""
+    s = str(path_or_url)
+    if "://" in s:
+        return s
+    return f"sqlite:///{Path(s).expanduser().resolve()}"
+
+
+def input_hash(record: dict) -> str:
+    canon = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+
+
+class AuditLog:
+    def __init__(self, url: str):
+        from sqlalchemy import (Column, Integer, MetaData, String, Table, Text, create_engine,
+                                event)
+
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kw: dict = {}
+        if self.is_sqlite:
+            kw["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            if "/file:" in url and "uri=true" not in url:
+                url += ("&" if "?" in url else "?") + "uri=true"
+            db = url.split(":///", 1)[-1].split("?")[0]
+            if db and not db.startswith("file:") and db != ":memory:":
+                Path(db).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            kw["pool_pre_ping"] = True
+        self.engine = create_engine(url, **kw)
+        if self.is_sqlite:
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn, _record):  # pragma: no cover - exercised via sqlite
+                cur = dbapi_conn.cursor()
+                for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+                               "PRAGMA busy_timeout=30000"):
+                    try:
+                        cur.execute(pragma)
+                    except Exception:  # read-only database: writes will fail closed later
+                        pass
+                cur.close()
+        self.meta = MetaData()
+        self.table = Table(
+            "audit", self.meta,
+            Column("id", Integer, primary_key=True, autoincrement=True),
+            Column("time", String(40), nullable=False),
+            Column("request_id", String(64), nullable=False, index=True),
+            Column("key_id", String(64), nullable=False),
+            Column("model_version", String(128), nullable=False),
+            Column("input_hash", String(64), nullable=False),
+            Column("output", Text, nullable=False),
+        )
+        # SQLite allows one writer at a time; serialising writers in-process avoids
+        # busy-waiting. Other databases handle concurrent inserts themselves.
+        self._lock = threading.Lock() if self.is_sqlite else None
+        self.ready_error: str | None = None
+        self.ensure()
+
+    def ensure(self) -> bool:
+        try:
+            self.meta.create_all(self.engine, checkfirst=True)
+            self.ready_error = None
+            return True
+        except Exception as exc:
+            self.ready_error = type(exc).__name__
+            return False
+
+    def append(self, rows: list[dict]) -> None:
+        """Insert ``rows`` in one transaction, or raise :class:`AuditUnavailable`."""
+        if not rows:
+            return
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+        values = [{"time": now, "request_id": r["request_id"], "key_id": r["key_id"],
+                   "model_version": r["model_version"], "input_hash": r["input_hash"],
+                   "output": json.dumps(r["output"], sort_keys=True)} for r in rows]
+        try:
+            if self.ready_error is not None and not self.ensure():
+                raise AuditUnavailable(self.ready_error)
+            if self._lock is not None:
+                with self._lock, self.engine.begin() as conn:
+                    conn.execute(self.table.insert(), values)
+            else:
+                with self.engine.begin() as conn:
+                    conn.execute(self.table.insert(), values)
+        except AuditUnavailable:
+            raise
+        except Exception as exc:  # SQLAlchemyError, OSError (disk full, read-only)...
+            raise AuditUnavailable(type(exc).__name__) from None
+
+    def ready(self) -> bool:
+        """Reachable, the table exists and a row can be written (the probe is rolled back)."""
+        from sqlalchemy import func, select
+
+        if self.ready_error is not None and not self.ensure():
+            return False
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(func.count()).select_from(self.table)).scalar()
+            # probe writability: insert a row inside a transaction and roll it back
+            with self.engine.connect() as conn:
+                trans = conn.begin()
+                try:
+                    conn.execute(self.table.insert(), [{
+                        "time": "", "request_id": "readyz-probe", "key_id": "-",
+                        "model_version": "-", "input_hash": "-", "output": "{}"}])
+                finally:
+                    trans.rollback()
+            return True
+        except Exception:
+            return False
+
+    def count(self) -> int:
+        from sqlalchemy import func, select
+
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(self.table)).scalar())
+
+    def recent(self, limit: int = 50) -> list[dict]:
+        from sqlalchemy import select
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(self.table).order_by(self.table.c.id.desc()).limit(limit))
+            return [self._row(r) for r in rows]
+
+    @staticmethod
+    def _row(r) -> dict:
+        d = dict(r._mapping)
+        try:
+            d["output"] = json.loads(d["output"])
+        except (TypeError, ValueError):
+            pass
+        return d
+
+    def iter_rows(self, chunk: int = 5000):
+        from sqlalchemy import select
+
+        last = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(select(self.table).where(self.table.c.id > last)
+                                    .order_by(self.table.c.id).limit(chunk)).fetchall()
+            if not rows:
+                return
+            for r in rows:
+                yield dict(r._mapping)
+            last = rows[-1].id
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def export_csv(url: str, out_csv: str | Path) -> int:
+    """Write every audit row to ``out_csv`` (atomically); return the number of rows."""
+    import io
+
+    from ..reports._io import atomic_write_text
+
+    log = AuditLog(audit_url(url))
+    try:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(COLUMNS)
+        n = 0
+        for row in log.iter_rows():
+            w.writerow([row[c] for c in COLUMNS])
+            n += 1
+        atomic_write_text(Path(out_csv), buf.getvalue())
+        return n
+    finally:
+        log.close()

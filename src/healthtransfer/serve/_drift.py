@@ -1,0 +1,86 @@
+"""Drift of recent requests against the training reference, per feature (PSI).
+
+Each served record is reduced, on arrival, to one bin number per feature (the training
+deciles for numeric features, the categories for the others, plus a 'missing' bin; see
+:mod:`healthtransfer.bundle._reference`). A rolling window of the last ``window`` records
+keeps only those bin numbers and running counts, never the values. The population stability
+index of each feature compares the window's bin shares with the training shares; the alarm
+is raised when any feature's PSI exceeds ``threshold`` (default 0.25, the usual "major
+shift" level) once at least ``min_count`` records are in the window (PSI over ~12 bins is noisy below ~100 records:
+its expected value under no shift is about (bins - 1) / n).
+
+Example
+-------
+>>> import numpy as np, pandas as pd
+>>> from healthtransfer.bundle._reference import build_reference
+>>> ref = build_reference(pd.DataFrame({"x": np.arange(100.0)}), [{"name": "x", "kind": "numeric"}])
+>>> mon = DriftMonitor(ref, ["x"], min_count=10)
+>>> mon.update(pd.DataFrame({"x": np.full(50, 500.0)}))
+>>> mon.status()["alarm"]
+True
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+import pandas as pd
+
+from ..bundle._reference import bin_index, psi
+
+__all__ = ["DriftMonitor"]
+
+
+class DriftMonitor:
+    def __init__(self, reference: dict, features: list[str], *, window: int = 1000,
+                 threshold: float = 0.25, min_count: int = 100):
+        self.ref = {f: reference["features"][f] for f in features if f in reference["features"]}
+        self.features = list(self.ref)
+        self.window, self.threshold, self.min_count = int(window), float(threshold), int(min_count)
+        self._rows: deque[np.ndarray] = deque()
+        self._counts = {f: np.zeros(len(self.ref[f]["shares"]), dtype=np.int64)
+                        for f in self.features}
+        self._lock = threading.Lock()
+        self.total = 0
+
+    def update(self, frame: pd.DataFrame) -> None:
+        if frame.empty or not self.features:
+            return
+        bins = np.column_stack([bin_index(self.ref[f], frame[f].tolist()) for f in self.features])
+        bins = bins.astype(np.int16)
+        with self._lock:
+            for row in bins:
+                self._rows.append(row)
+                for j, f in enumerate(self.features):
+                    self._counts[f][row[j]] += 1
+                if len(self._rows) > self.window:
+                    old = self._rows.popleft()
+                    for j, f in enumerate(self.features):
+                        self._counts[f][old[j]] -= 1
+            self.total += len(bins)
+
+    def status(self) -> dict:
+        with self._lock:
+            n = len(self._rows)
+            counts = {f: c.copy() for f, c in self._counts.items()}
+        feats = []
+        for f in self.features:
+            value = psi(self.ref[f]["shares"], counts[f]) if n else None
+            feats.append({"name": f, "psi": value,
+                          "alarm": bool(value is not None and n >= self.min_count
+                                        and value > self.threshold)})
+        feats.sort(key=lambda d: -(d["psi"] or 0.0))
+        enough = n >= self.min_count
+        alarm = enough and any(d["alarm"] for d in feats)
+        return {
+            "method": "population stability index over reference bins (training deciles / "
+                      "categories, plus missing)",
+            "window": n, "window_size": self.window, "min_count": self.min_count,
+            "threshold": self.threshold, "records_seen": self.total,
+            "status": "alarm" if alarm else ("ok" if enough else "insufficient data"),
+            "alarm": bool(alarm),
+            "max_psi": max((d["psi"] for d in feats if d["psi"] is not None), default=None),
+            "features": feats,
+        }

@@ -1,0 +1,380 @@
+"""The prediction service: a FastAPI app serving one verified bundle.
+
+Endpoints (``/v1`` needs an API key when a key file is configured; see ``_auth``):
+
+- ``POST /v1/predict`` (scope ``predict``): ``{"record": {...}}`` or ``{"records": [...]}`` (at
+  most ``max_batch``). Returns per record the probability of the positive class, the
+  predicted class, an uncertainty interval when the bundle's metrics carry a target-test
+  calibration table, and flags for missing inputs and inputs outside the training range.
+  Every prediction is written to the audit log before the response; if it cannot be, 503.
+- ``POST /v1/explain`` (scope ``predict``): per-feature contributions (see ``_explain``).
+- ``GET /v1/model`` (any key): model card, schema, metrics, versions.
+- ``GET /v1/drift`` and ``GET /v1/audit`` (scope ``read``).
+- ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus text), ``GET /`` (web page).
+
+Invalid input -> 422 ``{"errors": [{"loc", "type", "msg", "expected"}]}`` with no input values.
+Logs carry request ids, methods, paths, status codes and timings, never bodies.
+
+Note: this module must not use ``from __future__ import annotations``: FastAPI reads the
+annotations of the endpoint closures, whose request models are built at run time.
+"""
+
+import logging
+import re
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..bundle import load_bundle
+from ._audit import AuditLog, AuditUnavailable, audit_url as _audit_url, input_hash
+from ._auth import SCOPES, ApiKey, KeyStore
+from ._drift import DriftMonitor
+from ._explain import explain_record
+from ._schemas import request_models, safe_errors
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("healthtransfer.serve")
+STATIC = Path(__file__).parent / "static"
+_REQ_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class _Metrics:
+    """Counters for /metrics (Prometheus text exposition format)."""
+
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests: dict[tuple, int] = {}
+        self.latency: dict[str, list] = {}
+        self.predictions = 0
+        self.audit_failures = 0
+        self.flagged = 0
+
+    def observe(self, method, route, status, seconds):
+        with self.lock:
+            k = (method, route, str(status))
+            self.requests[k] = self.requests.get(k, 0) + 1
+            h = self.latency.setdefault(route, [[0] * len(self.BUCKETS), 0.0, 0])
+            for i, b in enumerate(self.BUCKETS):
+                if seconds <= b:
+                    h[0][i] += 1
+            h[1] += seconds
+            h[2] += 1
+
+    def render(self, drift: dict, model_version: str) -> str:
+        esc = lambda s: str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ")  # noqa: E731
+        out = ["# HELP healthtransfer_model_info Model served by this process.",
+               "# TYPE healthtransfer_model_info gauge",
+               f'healthtransfer_model_info{{model_version="{esc(model_version)}",'
+               f'version="{esc(__version__)}"}} 1',
+               "# HELP healthtransfer_http_requests_total HTTP requests by route and status.",
+               "# TYPE healthtransfer_http_requests_total counter"]
+        with self.lock:
+            for (m, r, s), n in sorted(self.requests.items()):
+                out.append(f'healthtransfer_http_requests_total{{method="{esc(m)}",'
+                           f'route="{esc(r)}",status="{s}"}} {n}')
+            out += ["# HELP healthtransfer_http_request_duration_seconds Request latency.",
+                    "# TYPE healthtransfer_http_request_duration_seconds histogram"]
+            for r, (buckets, total, count) in sorted(self.latency.items()):
+                for b, c in zip(self.BUCKETS, buckets):
+                    out.append(f'healthtransfer_http_request_duration_seconds_bucket'
+                               f'{{route="{esc(r)}",le="{b}"}} {c}')
+                out.append(f'healthtransfer_http_request_duration_seconds_bucket'
+                           f'{{route="{esc(r)}",le="+Inf"}} {count}')
+                out.append(f'healthtransfer_http_request_duration_seconds_sum{{route="{esc(r)}"}} {total:.6f}')
+                out.append(f'healthtransfer_http_request_duration_seconds_count{{route="{esc(r)}"}} {count}')
+            out += ["# HELP healthtransfer_predictions_total Predictions returned (and audited).",
+                    "# TYPE healthtransfer_predictions_total counter",
+                    f"healthtransfer_predictions_total {self.predictions}",
+                    "# HELP healthtransfer_flagged_predictions_total Predictions with missing or "
+                    "out-of-training-range inputs.",
+                    "# TYPE healthtransfer_flagged_predictions_total counter",
+                    f"healthtransfer_flagged_predictions_total {self.flagged}",
+                    "# HELP healthtransfer_audit_failures_total Requests refused (503) because the "
+                    "audit log could not be written.",
+                    "# TYPE healthtransfer_audit_failures_total counter",
+                    f"healthtransfer_audit_failures_total {self.audit_failures}"]
+        out += ["# HELP healthtransfer_drift_alarm 1 if any feature's PSI exceeds the threshold.",
+                "# TYPE healthtransfer_drift_alarm gauge",
+                f"healthtransfer_drift_alarm {int(drift['alarm'])}",
+                "# HELP healthtransfer_drift_window Records in the drift window.",
+                "# TYPE healthtransfer_drift_window gauge",
+                f"healthtransfer_drift_window {drift['window']}",
+                "# HELP healthtransfer_drift_psi PSI of recent requests vs training, per feature.",
+                "# TYPE healthtransfer_drift_psi gauge"]
+        for f in drift["features"]:
+            if f["psi"] is not None:
+                out.append(f'healthtransfer_drift_psi{{feature="{esc(f["name"])}"}} {f["psi"]:.6f}')
+        return "\n".join(out) + "\n"
+
+
+def _uncertainty(metrics: dict, p: float):
+    """Observed event rate (with CI) of the target-test calibration bin containing ``p``,
+    when the bundle's metrics carry one (``metrics["calibration"]``: a list of
+    ``{"lo", "hi", "observed", "ci": [low, high], "n"}``)."""
+    table = metrics.get("calibration") if isinstance(metrics, dict) else None
+    if not isinstance(table, list):
+        return None
+    for b in table:
+        try:
+            lo, hi = float(b["lo"]), float(b["hi"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if lo <= p <= hi:
+            ci = b.get("ci") or [b.get("ci_low"), b.get("ci_high")]
+            return {"source": "target-test calibration bin", "bin": [lo, hi],
+                    "observed_rate": b.get("observed"), "interval": ci, "n": b.get("n")}
+    return None
+
+
+def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int = 1000,
+               drift_window: int = 1000, drift_threshold: float = 0.25,
+               drift_min_count: int = 100) -> FastAPI:
+    """The service for the bundle in ``bundle_dir``.
+
+    ``api_keys_file``: JSON key file (``serve keys add``); None disables authentication (for
+    local use only; the CLI refuses it on a non-loopback host). ``audit_url``: SQLAlchemy URL
+    or SQLite path; default ``audit.sqlite`` beside the bundle folder.
+    """
+    bundle = load_bundle(bundle_dir)
+    bundle_dir = Path(bundle_dir)
+    store = KeyStore.load(api_keys_file) if api_keys_file is not None else None
+    if store is None:
+        log.warning("no API key file: authentication is disabled (local use only)")
+    audit = AuditLog(_audit_url(audit_url if audit_url is not None
+                                else bundle_dir.parent / "audit.sqlite"))
+    drift = DriftMonitor(bundle.reference, bundle.feature_names, window=drift_window,
+                         threshold=drift_threshold, min_count=drift_min_count)
+    metrics = _Metrics()
+    specs = bundle.feature_specs
+    ref = bundle.reference["features"]
+    Record, PredictRequest, ExplainRequest = request_models(bundle.schema, max_batch)
+    max_body = 64 * 1024 + 4096 * max_batch
+
+    app = FastAPI(
+        title="healthtransfer prediction service",
+        version=__version__,
+        description=f"Serves bundle {bundle.model_version}. " + __doc__.split("\n\n")[0],
+    )
+    app.state.bundle, app.state.audit, app.state.drift = bundle, audit, drift
+
+    api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
+    bearer = HTTPBearer(auto_error=False)
+
+    def require(scope):
+        def dep(request: Request, x_api_key: str | None = Depends(api_key_header),
+                cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ApiKey:
+            if store is None:
+                key = ApiKey("anonymous", SCOPES)
+            else:
+                token = x_api_key or (cred.credentials if cred is not None else None)
+                if not token:
+                    raise HTTPException(401, "missing API key (X-API-Key header or Bearer token)",
+                                        headers={"WWW-Authenticate": "Bearer"})
+                key = store.authenticate(token)
+                if key is None:
+                    raise HTTPException(401, "invalid API key",
+                                        headers={"WWW-Authenticate": "Bearer"})
+                if scope is not None and scope not in key.scopes:
+                    raise HTTPException(403, f"this API key lacks the '{scope}' scope")
+            request.state.key_id = key.id
+            return key
+        return dep
+
+    # -- middleware and error handlers ------------------------------------------------------
+    @app.middleware("http")
+    async def _request_context(request: Request, call_next):
+        rid = request.headers.get("x-request-id", "")
+        rid = rid if _REQ_ID.match(rid) else uuid.uuid4().hex
+        request.state.request_id = rid
+        t0 = time.perf_counter()
+        try:
+            length = int(request.headers.get("content-length") or 0)
+        except ValueError:
+            length = 0
+        if length > max_body:
+            response = JSONResponse({"detail": f"request body too large (limit {max_body} bytes)",
+                                     "request_id": rid}, status_code=413)
+        else:
+            response = await call_next(request)
+        dt = time.perf_counter() - t0
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+        metrics.observe(request.method, route, response.status_code, dt)
+        response.headers["X-Request-ID"] = rid
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'")
+        response.headers["Cache-Control"] = "no-store"
+        log.info("request_id=%s key_id=%s %s %s status=%s ms=%.1f", rid,
+                 getattr(request.state, "key_id", "-"), request.method, route,
+                 response.status_code, 1000 * dt)
+        return response
+
+    def _rid(request: Request) -> str:
+        return getattr(request.state, "request_id", "-")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return JSONResponse({"errors": safe_errors(exc.errors(), specs, max_batch),
+                             "request_id": _rid(request)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"detail": exc.detail, "request_id": _rid(request)},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(AuditUnavailable)
+    async def _audit_down(request: Request, exc: AuditUnavailable):
+        metrics.audit_failures += 1
+        log.error("request_id=%s audit log unavailable (%s); prediction refused", _rid(request), exc)
+        return JSONResponse({"detail": "the audit log cannot be written, so no prediction is "
+                                       "returned; check the audit database (disk space, "
+                                       "permissions)", "request_id": _rid(request)},
+                            status_code=503, headers={"Retry-After": "30"})
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception):
+        log.error("request_id=%s internal error %s", _rid(request), type(exc).__name__)
+        return JSONResponse({"detail": "internal error", "request_id": _rid(request)},
+                            status_code=500)
+
+    # -- prediction -------------------------------------------------------------------------
+    def _flags(rec: dict) -> dict:
+        missing, outside, unseen = [], [], []
+        for name, v in rec.items():
+            if v is None:
+                missing.append(name)
+                continue
+            r = ref.get(name, {})
+            if r.get("type") == "numeric":
+                if r.get("min") is not None and not (r["min"] <= v <= r["max"]):
+                    outside.append(name)
+            elif r.get("observed_categories") is not None:
+                from ..bundle._reference import category_key
+
+                if category_key(v) not in r["observed_categories"]:
+                    unseen.append(name)
+        return {"missing": missing, "outside_training_range": outside,
+                "unseen_category": unseen}
+
+    def _predict(items: list[dict]):
+        frame = bundle.frame(items)
+        proba = bundle.predict_proba(frame)
+        out = []
+        for rec, row in zip(items, proba):
+            p = float(row[bundle.positive_index])
+            cls = bundle.classes[int(np.argmax(row))]
+            flags = _flags(rec)
+            flagged = any(flags.values())
+            out.append({"probability": p, "class": cls, "flagged": flagged, "flags": flags,
+                        "uncertainty": _uncertainty(bundle.metrics, p)})
+        return frame, out
+
+    @app.post("/v1/predict", tags=["prediction"],
+              responses={401: {"description": "no or invalid API key"},
+                         403: {"description": "key lacks the predict scope"},
+                         413: {"description": "body too large"},
+                         503: {"description": "audit log unavailable: fail closed"}})
+    def predict(body: PredictRequest, request: Request,
+                key: ApiKey = Depends(require("predict"))):
+        """Risk for one record or a batch; every prediction is audited before it is returned."""
+        items = body.items()
+        frame, preds = _predict(items)
+        rid = _rid(request)
+        audit.append([{"request_id": rid, "key_id": key.id, "model_version": bundle.model_version,
+                       "input_hash": input_hash(rec),
+                       "output": {"probability": p["probability"], "class": p["class"],
+                                  "flagged": p["flagged"]}}
+                      for rec, p in zip(items, preds)])
+        drift.update(frame)
+        with metrics.lock:
+            metrics.predictions += len(preds)
+            metrics.flagged += sum(p["flagged"] for p in preds)
+        return {"request_id": rid, "model_version": bundle.model_version,
+                "positive_class": bundle.classes[bundle.positive_index], "predictions": preds}
+
+    @app.post("/v1/explain", tags=["prediction"],
+              responses={401: {"description": "no or invalid API key"},
+                         403: {"description": "key lacks the predict scope"}})
+    def explain(body: ExplainRequest, request: Request,
+                key: ApiKey = Depends(require("predict"))):
+        """Per-feature contributions to the log-odds, largest magnitude first."""
+        rec = body.record.model_dump(by_alias=True)
+        out = explain_record(bundle, rec)
+        out.update(request_id=_rid(request), model_version=bundle.model_version)
+        return out
+
+    # -- model, drift, audit ------------------------------------------------------------------
+    @app.get("/v1/model", tags=["model"])
+    def model_info(key: ApiKey = Depends(require(None))):
+        """Model card (Markdown), input schema, metrics and versions."""
+        return {
+            "model_version": bundle.model_version,
+            "bundle_written_by": bundle.version,
+            "service_version": __version__,
+            "method": bundle.training.get("method"),
+            "card": bundle.card,
+            "schema": bundle.schema,
+            "metrics": bundle.metrics,
+            "training": {k: bundle.training.get(k) for k in
+                         ("dataset", "domains", "n_rows", "sources", "target", "created")},
+            "training_ranges": {n: [r.get("min"), r.get("max")] for n, r in ref.items()
+                                if r.get("type") == "numeric"},
+            "max_batch": max_batch,
+        }
+
+    @app.get("/v1/drift", tags=["monitoring"],
+             responses={401: {"description": "no or invalid API key"},
+                        403: {"description": "key lacks the read scope"}})
+    def drift_status(key: ApiKey = Depends(require("read"))):
+        """Per-feature PSI of recent requests against the training reference."""
+        return drift.status()
+
+    @app.get("/v1/audit", tags=["monitoring"],
+             responses={401: {"description": "no or invalid API key"},
+                        403: {"description": "key lacks the read scope"},
+                        503: {"description": "audit database unavailable"}})
+    def audit_recent(limit: int = Query(50, ge=1, le=1000),
+                     key: ApiKey = Depends(require("read"))):
+        """Number of audit records and the most recent ones (hashes and outputs only)."""
+        try:
+            return {"count": audit.count(), "records": audit.recent(limit)}
+        except Exception as exc:
+            raise AuditUnavailable(type(exc).__name__) from None
+
+    # -- operations -------------------------------------------------------------------------
+    @app.get("/healthz", tags=["operations"])
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"], responses={503: {"description": "not ready"}})
+    def readyz():
+        if not audit.ready():
+            return JSONResponse({"status": "not ready", "reason": "audit database unavailable"},
+                                status_code=503)
+        return {"status": "ready", "model_version": bundle.model_version}
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    def prometheus():
+        return PlainTextResponse(metrics.render(drift.status(), bundle.model_version),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # -- web page -----------------------------------------------------------------------------
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
