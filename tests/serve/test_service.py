@@ -118,6 +118,9 @@ def test_wrong_type(client, env):
     assert errs[0]["loc"] == ["body", "record", "chol"] and "number" in errs[0]["expected"]
     errs = _errors(client.post("/v1/predict", json={"record": dict(RECORD, cp=7)}, headers=H(env)))
     assert errs[0]["loc"] == ["body", "record", "cp"] and "[1, 2, 3, 4]" in errs[0]["expected"]
+    errs = _errors(client.post("/v1/predict", json={"record": dict(RECORD, sex=True)},
+                               headers=H(env)))
+    assert errs[0]["loc"] == ["body", "record", "sex"]
 
 
 def test_out_of_range_does_not_echo_value(client, env, caplog):

@@ -47,6 +47,15 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audi
                              where="serve",
                              fix="pass --api-keys FILE (create it with `healthtransfer serve keys "
                                  "add`), or bind 127.0.0.1")
+    import logging
+
+    logger = logging.getLogger("healthtransfer.serve")
+    if not logger.handlers:  # request lines: ids, routes, status, timings; never bodies
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
     app = create_app(bundle, api_keys_file=api_keys, audit_url=audit_db, max_batch=max_batch)
     uvicorn.run(app, host=host, port=int(port), access_log=False, log_level="info",
                 server_header=False)

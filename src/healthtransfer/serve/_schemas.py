@@ -19,9 +19,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 __all__ = ["record_model", "request_models", "expected_for", "safe_errors"]
+
+
+def _no_bool(v):
+    # JSON true/false would otherwise match the codes 1/0
+    if isinstance(v, bool):
+        raise ValueError("wrong type: expected a category code, not true/false")
+    return v
 
 
 def _field(spec: dict, i: int):
@@ -36,7 +43,7 @@ def _field(spec: dict, i: int):
         typ = Annotated[float, Field(**kw)]
     else:
         cats = tuple(spec.get("categories") or (0, 1))
-        typ = Literal[cats]  # type: ignore[valid-type]
+        typ = Annotated[Literal[cats], BeforeValidator(_no_bool)]  # type: ignore[valid-type]
     return (typ | None, Field(default=None, alias=spec["name"], title=title,
                               description=desc or None))
 

@@ -16,7 +16,7 @@ Example
 >>> ys = (rng.random(600) < 0.3).astype(int); yt = (rng.random(600) < 0.8).astype(int)
 >>> Xs = rng.normal(size=(600, 2)) + 2 * ys[:, None]; Xt = rng.normal(size=(600, 2)) + 2 * yt[:, None]
 >>> res = estimate_label_shift(Xs, ys, Xt, random_state=0)
->>> abs(res["target_prior"][1] - 0.8) < 0.1
+>>> bool(abs(res["target_prior"][1] - 0.8) < 0.1)
 True
 """
 

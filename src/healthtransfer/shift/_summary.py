@@ -96,7 +96,8 @@ def summarise(rep) -> list[str]:
     pair = f"{_src_label(rep)} → {rep.target}"
     mmd_p = _fmt_p(mmd.get("p_value", np.nan), 1 / (1 + mmd["n_permutations"]) if mmd.get("n_permutations") else None)
     stats_txt = f"domain AUROC {auc:.2f}, {_fmt_p(p, dc.get('p_value_floor'))}; MMD {mmd_p}"
-    if np.isfinite(p) and p < t["alpha"]:
+    significant = (p < t["alpha"]) if np.isfinite(p) else (np.isfinite(auc) and auc >= 0.6)
+    if significant:
         s = f"{auroc_band(auc).capitalize()} covariate shift for {pair} ({stats_txt})"
         why = drivers[:3] or never_t[:3]
         if why:
@@ -137,7 +138,7 @@ def summarise(rep) -> list[str]:
             s = f"Estimated target class shares against {src_txt} (largest changes): " + "; ".join(parts)
             shifted = any(not (lo[i] <= sp[i] <= hi[i]) for i in range(len(tp)))
         s += " (label shift)." if shifted else " (no clear label shift)."
-        if np.isfinite(p) and p < t["alpha"] and auc >= 0.7:
+        if significant and auc >= 0.7:
             s += (" The estimate assumes p(x | y) is the same at both sites; with this much covariate shift "
                   "treat it as a rough guide.")
         out.append(s)
@@ -269,9 +270,10 @@ def _plot(rep):
         ax.set_title(f"{src} → {rep.target}", fontsize=10)
     from matplotlib.patches import Patch
 
-    fig.legend(handles=[Patch(color="#c0392b", label="strong, q < 0.05"), Patch(color="#e67e22", label="notable, q < 0.05"),
-                        Patch(color="#f5b041", label="small, q < 0.05"), Patch(color="#aab7b8", label="not significant"),
-                        Patch(color="#7b3294", label="never measured at one site")],
+    handles = [Patch(color="#c0392b", label="strong, q < 0.05"), Patch(color="#e67e22", label="notable, q < 0.05"),
+               Patch(color="#f5b041", label="small, q < 0.05"), Patch(color="#aab7b8", label="not significant"),
+               Patch(color="#7b3294", label="never measured at one site")]
+    fig.legend(handles=handles,
                loc="lower center", ncol=3, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return figure_to_img(fig, alt=f"Per-feature shift between {', '.join(pairs)} and {rep.target}")
