@@ -441,8 +441,9 @@ def em_prior(proba, train_prior, max_iter=200, tol=1e-7, labelled_counts=None,
     rows enter the prior update as known responsibilities.
 
     >>> import numpy as np
-    >>> em_prior(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([0.5, 0.5])).round(2)
-    array([0.5, 0.5])
+    >>> proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])  # trained with prior 0.5/0.5
+    >>> em_prior(proba, np.array([0.5, 0.5])).round(2)
+    array([0.42, 0.58])
     """
     proba = np.clip(np.asarray(proba, float), 1e-12, None)
     prior0 = np.clip(np.asarray(train_prior, float), 1e-12, None)
