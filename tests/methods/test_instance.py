@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import sklearn
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from healthtransfer.data.synthetic import make_shifted_domains

@@ -1,6 +1,5 @@
 """Prediction service: validation, auth, audit, explain, drift, metrics, web page, fuzzing."""
 
-import json
 import logging
 import os
 import re

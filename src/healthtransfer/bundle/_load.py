@@ -220,7 +220,7 @@ class Bundle:
             name = f["name"]
             col = df[name].reset_index(drop=True) if name in df else pd.Series(
                 [np.nan] * len(df))
-            if f["kind"] != "categorical" or f.get("numeric_codes", True):
+            if f["kind"] == "numeric" or f.get("numeric_codes", True):
                 col = pd.to_numeric(col, errors="coerce").astype(float)
             else:
                 col = col.astype(object).where(col.notna(), np.nan)

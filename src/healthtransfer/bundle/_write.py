@@ -186,6 +186,7 @@ def write_bundle(out_dir, *, model, preprocessor, dataset, training_frame: pd.Da
     from .. import __version__
 
     out_dir = Path(out_dir)
+    method = str(getattr(method, "name", method))  # a MethodSpec or its name
     extra = dict(extra or {})
     features = _input_features(preprocessor)
     missing = [f for f in features if f not in training_frame.columns]

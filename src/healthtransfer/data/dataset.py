@@ -55,6 +55,21 @@ class Dataset:
     license: str = ""
     citation: str = ""
     extra: dict = field(default_factory=dict)
+    subgroups: list[str] | None = None  # columns for subgroup metrics; None = sex/age if present
+
+    def subgroup_columns(self) -> list[str]:
+        """Columns whose levels (or bands, for numeric ones) define target subgroups."""
+        if self.subgroups is not None:
+            cols = list(self.subgroups)
+        else:
+            cols = [c for c in ("sex", "male", "gender", "age") if c in self.frame.columns]
+        missing = [c for c in cols if c not in self.frame.columns]
+        if missing:
+            from ..errors import UserInputError
+
+            raise UserInputError(f"subgroup columns {missing} are not in the data", where=f"dataset '{self.name}'",
+                                 fix=f"choose `subgroups` among {list(self.frame.columns)[:20]}")
+        return cols
 
     @property
     def domains(self) -> list[str]:

@@ -63,11 +63,6 @@ def _proba_full(est, X, n_classes):
     return out
 
 
-def _fit_weighted(est, X, y, w):
-    """Fit ``est`` with ``sample_weight`` (dropping rows of weight 0 is not needed)."""
-    return est.fit(X, y, sample_weight=w)
-
-
 def _combine(split: DomainSplit, w_source, target_weight=1.0):
     """Rows, labels and weights for source (weighted ``w_source``) + labelled target rows."""
     ws = np.ones(len(split.ys)) if w_source is None else np.asarray(w_source, float)
@@ -122,7 +117,7 @@ class _ReweightBase(TransferClassifier):
         self.effective_sample_size_ = effective_sample_size(w)
         self.ess_fraction_ = self.effective_sample_size_ / max(len(w), 1)
         X, y, sw = _combine(split, w, self.target_weight)
-        self.estimator_ = _fit_weighted(_base(self.estimator, self.random_state), X, y, sw)
+        self.estimator_ = _base(self.estimator, self.random_state).fit(X, y, sample_weight=sw)
 
     def _predict_proba(self, X, sample_domain):
         return _proba_full(self.estimator_, X, len(self.classes_))
@@ -389,7 +384,6 @@ class TrAdaBoost(TransferClassifier):
         self.random_state = random_state
 
     def _fit(self, split):
-        nc = split.n_classes
         if len(np.unique(split.ytl)) < 2:
             w = split.ws
             self.estimators_ = [_base(self.estimator, self.random_state).fit(
@@ -423,7 +417,6 @@ class TrAdaBoost(TransferClassifier):
         half = len(learners) // 2
         self.estimators_ = learners[half:]
         self.estimator_weights_ = np.asarray(alphas[half:])
-        self._nc = nc
 
     def _predict_proba(self, X, sample_domain):
         nc = len(self.classes_)

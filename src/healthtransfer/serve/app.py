@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..bundle import load_bundle
+from ..bundle._reference import category_key
 from ._audit import AuditLog, AuditUnavailable, audit_url as _audit_url, input_hash
 from ._auth import SCOPES, ApiKey, KeyStore
 from ._drift import DriftMonitor
@@ -262,8 +263,6 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
                 if r.get("min") is not None and not (r["min"] <= v <= r["max"]):
                     outside.append(name)
             elif r.get("observed_categories") is not None:
-                from ..bundle._reference import category_key
-
                 if category_key(v) not in r["observed_categories"]:
                     unseen.append(name)
         return {"missing": missing, "outside_training_range": outside,

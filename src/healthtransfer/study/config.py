@@ -119,10 +119,23 @@ class TransferSection(_Strict):
         return self
 
 
+class SelectionSection(_Strict):
+    """How to choose among candidates without the target's test labels."""
+
+    enabled: bool = True
+    grid: bool = False  # also try each method's small hyper-parameter grid
+    margin: float = Field(default=1.0, ge=0, description="standard errors a method must beat the best baseline by")
+    calibrate: bool = True
+    folds_target: int = Field(default=5, ge=2, le=20)
+    folds_source: int = Field(default=3, ge=2, le=20)
+    diagnose: bool = True  # run shift diagnostics per target
+
+
 class Study(_Strict):
     study: StudyInfo
     data: DataSection
     transfer: TransferSection
+    selection: SelectionSection = Field(default_factory=SelectionSection)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def resolve(self, p: Path | None) -> Path | None:

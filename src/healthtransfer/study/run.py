@@ -50,6 +50,8 @@ class StudyResult:
     records: list[dict[str, Any]]
     skipped: list[dict[str, Any]] = field(default_factory=list)
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    selections: list[dict[str, Any]] = field(default_factory=list)
+    shift: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
@@ -73,13 +75,18 @@ def load_study_data(study: Study, data_dir=None) -> Dataset:
             ds = ds.with_features(d.features)
         if d.categorical is not None:
             ds.categorical = [c for c in d.categorical if c in ds.features]
+        if d.subgroups:
+            ds.subgroups = list(d.subgroups)
         return ds
-    return load_table(
+    ds = load_table(
         study.resolve(d.path), domain=d.domain, label=d.label, positive=d.positive,
         features=d.features, categorical=d.categorical, group=d.group,
         reference_score=d.reference_score, schema=study.resolve(d.schema_file),
         delimiter=d.delimiter, encoding=d.encoding, name=study.study.name,
     )
+    if d.subgroups:
+        ds.subgroups = list(d.subgroups)
+    return ds
 
 
 def targets_of(study: Study) -> list[str]:
@@ -153,7 +160,8 @@ def _logit(p):
 
 
 def run_unit(ds: Dataset, sources: list[str], target: str, seed: int, budgets: list[int],
-             methods: list[str], test_fraction: float, keep_predictions: bool = False) -> tuple[list, list, list]:
+             methods: list[str], test_fraction: float, keep_predictions: bool = False,
+             selection=None) -> tuple[list, list, list, list]:
     """One (target, seed): split, preprocess, fit every method at every budget, score.
 
     Runs single-threaded: units are the parallel grain, and OpenMP thread pools on tables of a
@@ -163,10 +171,14 @@ def run_unit(ds: Dataset, sources: list[str], target: str, seed: int, budgets: l
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        return _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_predictions)
+        return _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_predictions, selection)
 
 
-def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_predictions):
+def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_predictions, sel=None):
+    from ..evaluation.calibration import Recalibrator, prior_shift_adjust
+    from ..selection import expand_candidates, select
+    from ..shift import estimate_label_shift
+
     f = ds.frame
     dom = f[ds.domain].astype(str)
     src_rows = f[dom.isin(sources)]
@@ -174,9 +186,9 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
     yt = tgt_rows[ds.label].to_numpy().astype(int)
     groups = tgt_rows[ds.group].to_numpy() if ds.group and ds.group in tgt_rows else None
     split = target_split(yt, seed=seed, test_fraction=test_fraction, groups=groups)
-    records, skipped, preds = [], [], []
+    records, skipped, preds, selections = [], [], [], []
     if len(np.unique(yt[split.test])) < 2:
-        return records, [dict(target=target, seed=seed, n_labeled=None, reason="test half holds one class")], preds
+        return records, [dict(target=target, seed=seed, n_labeled=None, reason="test half holds one class")], preds, selections
     pool = tgt_rows.iloc[split.pool]
     test = tgt_rows.iloc[split.test]
     # Preprocessing is fitted on source + target pool rows only, never on test rows.
@@ -202,7 +214,10 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
         # reference score, so the score and the models are compared on identical rows.
         eval_mask = ~np.isnan(ref_test)
     n_classes = len(ds.class_names) if ds.class_names else int(f[ds.label].nunique())
-    specs = [get_method(m) for m in methods]
+    X_train = np.vstack([Xs, Xp])
+    candidates = expand_candidates(methods, grid=bool(sel and sel.grid))
+    sub = test[ds.subgroup_columns()].reset_index(drop=True)
+    label_shift = None  # estimated once per unit, from source labels and pool features only
     for n_t in budgets:
         if n_t > len(pool):
             skipped.append(dict(target=target, seed=seed, n_labeled=n_t, reason=f"budget larger than the pool ({len(pool)} rows)"))
@@ -213,43 +228,86 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
             continue
         y_pool = np.full(len(pool), -1)
         y_pool[lab] = yp[lab]
-        X_train = np.vstack([Xs, Xp])
         y_train = np.r_[ys, y_pool]
-        for spec in specs:
+        test_proba: dict[str, np.ndarray] = {}
+        runnable = []
+        for c in candidates:
+            spec = c.spec
             if spec.needs_labels and n_t == 0:
                 continue
             if n_classes > 2 and not spec.multiclass:
                 continue
+            if c.uses_reference and ref_cols is None:
+                continue
             if spec.max_rows is not None and len(X_train) > spec.max_rows:
-                skipped.append(dict(target=target, seed=seed, n_labeled=n_t, method=spec.name,
+                skipped.append(dict(target=target, seed=seed, n_labeled=n_t, method=c.name,
                                     reason=f"more than {spec.max_rows} rows"))
                 continue
-            Xtr, Xev = X_train, Xte
-            if getattr(spec, "uses_reference", False):
-                if ref_cols is None:
-                    continue
-                Xtr = np.column_stack([X_train, ref_cols[0]])
-                Xev = np.column_stack([Xte, ref_cols[1]])
-            est = spec.factory(random_state=seed)
+            runnable.append(c)
+            Xtr, Xev = (np.column_stack([X_train, ref_cols[0]]), np.column_stack([Xte, ref_cols[1]])) \
+                if c.uses_reference else (X_train, Xte)
+            est = c.factory(random_state=seed)
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 est.fit(Xtr, y_train, sample_domain=sd)
                 fit_s = time.perf_counter() - t0
                 proba = est.predict_proba(Xev, sample_domain=-np.ones(len(Xev), int))
-            records.append(_record(spec, sources, target, n_t, seed, yte[eval_mask], proba[eval_mask], n_classes, fit_s))
+            test_proba[c.name] = proba
+            rec = _record(spec, sources, target, n_t, seed, yte[eval_mask], proba[eval_mask], n_classes, fit_s)
+            rec.update(method=c.name, base_method=c.method, params=dict(c.params))
+            records.append(rec)
             if keep_predictions:
-                preds.append(dict(method=spec.name, target=target, seed=seed, n_labeled=n_t,
+                preds.append(dict(method=c.name, target=target, seed=seed, n_labeled=n_t,
                                   y=yte[eval_mask], proba=proba[eval_mask]))
         if ref_cols is not None and n_classes == 2:
             ref_p = test[ds.reference_score].to_numpy(float)[eval_mask]
             rec = _record(None, sources, target, n_t, seed, yte[eval_mask], ref_p, 2, 0.0)
-            rec.update(method=f"reference:{ds.reference_score}", family="baseline")
+            rec.update(method=f"reference:{ds.reference_score}", family="baseline", base_method="reference")
             records.append(rec)
-            if keep_predictions:
-                preds.append(dict(method=rec["method"], target=target, seed=seed, n_labeled=n_t,
-                                  y=yte[eval_mask], proba=ref_p))
-    return records, skipped, preds
+        if sel is None or not sel.enabled or not runnable:
+            continue
+        # ---- selection: scored on the fit rows only (source + pool), never on test rows ----
+        extra = (lambda c: ref_cols[0]) if ref_cols is not None else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            choice = select(runnable, X_train, y_train, sd, n_classes, seed=seed, margin=sel.margin,
+                            n_splits_target=sel.folds_target, n_splits_source=sel.folds_source, extra_columns=extra)
+        chosen = next(c for c in runnable if c.name == choice.chosen)
+        proba = test_proba[chosen.name]
+        p_eval = proba[eval_mask]
+        calibration = "none"
+        if sel.calibrate and n_classes == 2:
+            oof = choice.oof.get(chosen.name)
+            if n_t > 0 and oof is not None and oof.criterion == "target_cv":
+                cal = Recalibrator().fit(oof.y, oof.proba[:, 1])
+                p_cal = cal.transform(p_eval[:, 1])
+                calibration = cal.kind
+            else:
+                if label_shift is None:
+                    label_shift = estimate_label_shift(Xs, ys, Xp, classes=list(range(n_classes)), n_bootstrap=100,
+                                                       random_state=seed)
+                ls = label_shift
+                lo, hi = np.asarray(ls["ci_low"], float), np.asarray(ls["ci_high"], float)
+                src_prior = np.asarray(ls["source_prior"], float)
+                p_cal = p_eval[:, 1]
+                if np.all(np.isfinite(lo)) and (src_prior[1] < lo[1] or src_prior[1] > hi[1]):
+                    p_cal = prior_shift_adjust(p_eval[:, 1], src_prior, ls["target_prior"])
+                    calibration = "prior_shift"
+            before = score(yte[eval_mask], p_eval[:, 1])
+            p_eval = np.column_stack([1 - p_cal, p_cal])
+        rec = _record(chosen.spec, sources, target, n_t, seed, yte[eval_mask], p_eval, n_classes, 0.0)
+        rec.update(method="selected", chosen=chosen.name, base_method=chosen.method, criterion=choice.criterion,
+                   calibration=calibration)
+        if calibration != "none":
+            rec.update(ece_uncalibrated=before["ece"], brier_uncalibrated=before["brier"])
+        records.append(rec)
+        selections.append(dict(target=target, seed=seed, n_labeled=n_t, **choice.to_dict(), calibration=calibration))
+        # the selected model's test predictions are kept for ROC, reliability and subgroup views
+        preds.append(dict(method="selected", target=target, seed=seed, n_labeled=n_t, y=yte[eval_mask],
+                          proba=p_eval, proba_uncalibrated=proba[eval_mask], chosen=chosen.name,
+                          subgroups=sub[eval_mask].reset_index(drop=True)))
+    return records, skipped, preds, selections
 
 
 def _record(spec, sources, target, n_t, seed, y, proba, n_classes, fit_s) -> dict:
@@ -307,7 +365,8 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
     names = _methods(study, methods)
     tr = study.transfer
     units = [(t, s) for t in targets_of(study) for s in range(tr.seeds)]
-    jobs = (delayed(run_unit)(ds, tr.sources, t, s, tr.labeled_target, names, tr.test_fraction, keep_predictions)
+    jobs = (delayed(run_unit)(ds, tr.sources, t, s, tr.labeled_target, names, tr.test_fraction, keep_predictions,
+                              study.selection)
             for t, s in units)
     results = []
     with _progress(progress, len(units), f"{study.study.name}: {len(names)} methods") as advance:
@@ -317,11 +376,32 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
         for res in Parallel(**kwargs)(jobs):
             results.append(res)
             advance()
-    records = [r for res in results for r in res[0]]
-    skipped = [s for res in results for s in res[1]]
-    preds = [p for res in results for p in res[2]]
-    return StudyResult(study=study, dataset=ds, records=records, skipped=skipped, predictions=preds,
-                       seconds=time.perf_counter() - t0)
+    shift = {}
+    if study.selection.diagnose:
+        shift = diagnose_targets(ds, tr.sources, targets_of(study), tr.test_fraction)
+    return StudyResult(
+        study=study, dataset=ds,
+        records=[r for res in results for r in res[0]],
+        skipped=[s for res in results for s in res[1]],
+        predictions=[p for res in results for p in res[2]],
+        selections=[s for res in results for s in res[3]],
+        shift=shift,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def diagnose_targets(ds: Dataset, sources: list[str], targets: list[str], test_fraction: float, seed: int = 0) -> dict:
+    """Shift diagnostics per target on the target's pool rows of ``seed`` (never its test rows)."""
+    from ..shift import diagnose
+
+    out = {}
+    for t in targets:
+        tgt = ds.frame[ds.frame[ds.domain].astype(str) == t]
+        yt = tgt[ds.label].to_numpy().astype(int)  # used for the stratified split only
+        groups = tgt[ds.group].to_numpy() if ds.group and ds.group in tgt else None
+        split = target_split(yt, seed=seed, test_fraction=test_fraction, groups=groups)
+        out[t] = diagnose(ds, sources, t, rows_target=tgt.index[split.pool], random_state=seed, n_permutations=50)
+    return out
 
 
 class _progress:
