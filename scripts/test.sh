@@ -9,4 +9,6 @@ FIND_LINKS=()
 [ -d /opt/wheels ] && FIND_LINKS=(--find-links /opt/wheels)
 python -m pip install --quiet "${FIND_LINKS[@]}" "torch==2.13.0"
 python -m pip install --quiet "${FIND_LINKS[@]}" -e ".[test]"
+# one thread per worker: two xdist workers already fill the two cores
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 python -m pytest -n 2 --dist loadfile -q "$@"

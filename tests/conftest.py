@@ -1,0 +1,20 @@
+"""Test-wide settings.
+
+Tests run single-threaded inside each pytest-xdist worker: on tables of a few hundred rows,
+OpenMP/BLAS thread pools fighting over two cores made fits 10-100x slower.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _single_threaded():
+    with threadpool_limits(1):
+        yield
