@@ -88,14 +88,18 @@ def demo_study(seeds: int = 10):
     })
 
 
-def _execute(study, out: Path, data_dir: Optional[Path], jobs: int, methods: Optional[list[str]]):
+def _execute(study, out: Path, data_dir: Optional[Path], jobs: int, methods: Optional[list[str]],
+             backend: Optional[str] = None, bundle: bool = True):
     from .reports.study_report import write_outputs
-    from .study.run import run_study
+    from .study.final import fit_final_model
+    from .study.run import run_study, targets_of
 
-    result = run_study(study, methods=methods, data_dir=data_dir, n_jobs=jobs, progress=True)
-    report = write_outputs(result, out)
+    result = run_study(study, methods=methods, data_dir=data_dir, n_jobs=jobs, progress=True, backend=backend)
+    finals = {t: fit_final_model(result, t) for t in targets_of(study)} if result.selections else {}
+    report = write_outputs(result, out, finals=finals, bundle=bundle)
     _print_summary(result)
-    typer.echo(f"\nWrote {report} and {out / 'results.json'} in {result.seconds:.1f} s.")
+    extra = " and bundle/" if (out / "bundle").is_dir() else ""
+    typer.echo(f"\nWrote {report}, {out / 'results.json'}{extra} in {result.seconds:.1f} s.")
     return result
 
 
@@ -144,13 +148,15 @@ def run(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with the staged datasets (or set HEALTHTRANSFER_DATA)."),
     method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Run only these methods (repeatable)."),
     jobs: int = typer.Option(2, min=1, help="Parallel workers."),
+    backend: Optional[str] = typer.Option(None, help="joblib backend for the sweep, e.g. 'ray' (needs a Ray cluster)."),
+    bundle: bool = typer.Option(True, help="Also write OUT/bundle/ with the recommended model."),
 ):
     """Run the transfer study a TOML file describes and write its report."""
     from .study import load_study
 
     def go():
         study = load_study(study_file)
-        return _execute(study, out, data_dir, jobs, method)
+        return _execute(study, out, data_dir, jobs, method, backend, bundle)
 
     _guard(go)
 
@@ -219,6 +225,135 @@ def data_inspect(
             tab.add_row(str(r.site), str(r.column), f"{r.missing_share:.0%}", str(r.n_sentinel), str(r.n_out_of_range),
                         str(r.n_unmapped), str(r.n_converted), "yes" if r.absent else "")
         con.print(tab)
+
+    _guard(go)
+
+
+@app.command()
+def diagnose(
+    study_file: Path = typer.Argument(..., help="Study TOML file."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with the staged datasets."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Shift diagnostics: how each target differs from the sources (covariate, label, missingness)."""
+
+    def go():
+        from .data.splits import target_split
+        from .shift import diagnose_study_cli
+        from .study import load_study
+        from .study.run import check_study_data, load_study_data, targets_of
+
+        study = load_study(study_file)
+        ds = load_study_data(study, data_dir)
+        check_study_data(study, ds)
+        outs = []
+        for t in targets_of(study):
+            tgt = ds.frame[ds.frame[ds.domain].astype(str) == t]
+            groups = tgt[ds.group].to_numpy() if ds.group and ds.group in tgt else None
+            split = target_split(tgt[ds.label].to_numpy().astype(int), seed=0,
+                                 test_fraction=study.transfer.test_fraction, groups=groups)
+            # only the pool of seed 0: the test rows stay untouched, as in every run
+            outs.append(diagnose_study_cli(ds, study.transfer.sources, t, as_json=as_json,
+                                           rows_target=tgt.index[split.pool]))
+        typer.echo(("[" + ",".join(outs) + "]") if as_json and len(outs) > 1 else "\n\n".join(outs))
+
+    _guard(go)
+
+
+serve_app = typer.Typer(no_args_is_help=False, invoke_without_command=True,
+                        help="Serve a model bundle: REST API, web page, audit log and drift monitor.")
+app.add_typer(serve_app, name="serve")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys for the service.")
+serve_app.add_typer(keys_app, name="keys")
+
+
+@serve_app.callback()
+def serve(
+    ctx: typer.Context,
+    bundle: Optional[Path] = typer.Argument(None, help="Bundle folder (OUT/bundle from `run` or `demo`)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback by default."),
+    port: int = typer.Option(8000, help="Port."),
+    api_keys: Optional[Path] = typer.Option(None, "--api-keys", help="Key file from `healthtransfer serve keys add`."),
+    audit_db: Optional[str] = typer.Option(None, "--audit-db", help="SQLite path or SQLAlchemy URL for the audit log."),
+):
+    """Start the decision-support service for BUNDLE."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if bundle is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
+
+    def go():
+        from .serve import serve as run_server
+
+        run_server(bundle, host=host, port=port, api_keys=api_keys, audit_db=audit_db)
+
+    _guard(go)
+
+
+@keys_app.command("add")
+def keys_add(
+    key_file: Path = typer.Argument(..., help="Key file to create or extend (stores only hashes)."),
+    key_id: str = typer.Option(..., "--id", help="A name for the key, e.g. 'ward-3'."),
+    scope: list[str] = typer.Option(["predict"], "--scope", help="predict and/or read (repeatable)."),
+):
+    """Create an API key; prints it once (only its hash is stored)."""
+
+    def go():
+        from .serve import keys_add as add
+
+        typer.echo(add(key_file, key_id, scope))
+
+    _guard(go)
+
+
+audit_app = typer.Typer(no_args_is_help=True, help="The prediction audit log.")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("export")
+def audit_export(
+    audit_db: str = typer.Argument(..., help="SQLite path or SQLAlchemy URL of the audit log."),
+    out: Path = typer.Option(Path("audit.csv"), "--out", help="CSV file to write."),
+):
+    """Write the audit log to CSV."""
+
+    def go():
+        from .serve import audit_export as export
+
+        n = export(audit_db, out)
+        typer.echo(f"Wrote {n} audit records to {out}.")
+
+    _guard(go)
+
+
+bundle_app = typer.Typer(no_args_is_help=True, help="Inspect or export a model bundle.")
+app.add_typer(bundle_app, name="bundle")
+
+
+@bundle_app.command("inspect")
+def bundle_inspect(bundle: Path = typer.Argument(..., help="Bundle folder.")):
+    """Verify a bundle and print its model card and input schema."""
+
+    def go():
+        from .serve import bundle_inspect as inspect
+
+        typer.echo(inspect(bundle))
+
+    _guard(go)
+
+
+@bundle_app.command("export")
+def bundle_export(
+    bundle: Path = typer.Argument(..., help="Bundle folder."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Write model.onnx beside the bundle."),
+):
+    """Export the bundle's model to ONNX where the model allows it."""
+
+    def go():
+        from .serve import bundle_export_onnx
+
+        typer.echo(f"Wrote {bundle_export_onnx(bundle)}")
 
     _guard(go)
 

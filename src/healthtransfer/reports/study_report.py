@@ -22,12 +22,7 @@ from .. import __version__
 from ._io import atomic_output_dir
 from .html import Section, esc, figure_to_img, render, table_html
 
-__all__ = ["results_payload", "build_report", "write_outputs", "environment", "extra_sections"]
-
-# Later stages (shift diagnostics, selection, calibration, bundle) register callables here:
-# f(result) -> list[Section] for the report, and g(result) -> dict merged into results.json.
-extra_sections: list = []
-extra_payload: list = []
+__all__ = ["results_payload", "build_report", "write_outputs", "environment", "model_card"]
 
 
 def environment() -> dict[str, str]:
@@ -57,8 +52,10 @@ def _jsonable(x):
     return x
 
 
-def results_payload(result) -> dict[str, Any]:
+def results_payload(result, finals: dict | None = None) -> dict[str, Any]:
+    from ..study.final import recommend
     from ..study.run import summarise
+    from .sections import selection_summary, subgroup_table
 
     metrics = result.metric_names
     payload = {
@@ -72,8 +69,17 @@ def results_payload(result) -> dict[str, Any]:
         "runtime_seconds": result.seconds,
         "environment": environment(),
     }
-    for extra in extra_payload:
-        payload.update(extra(result))
+    payload["selected"] = result.selections
+    payload["selection_summary"] = selection_summary(result.records)
+    payload["shift"] = {t: rep.to_dict() for t, rep in result.shift.items()}
+    sub = subgroup_table(result.predictions, result.dataset.subgroup_columns(), result.dataset.numeric)
+    payload["subgroups"] = sub.to_dict(orient="records")
+    payload["recommendation"] = {t: recommend(result, t) for t in dict.fromkeys(r["target"] for r in result.records)}
+    if finals:
+        payload["explanations"] = {
+            t: {"candidate": fm.candidate, "importance": fm.importance.to_dict() if fm.importance is not None else None,
+                "relations": fm.relations.to_dict() if fm.relations is not None else None}
+            for t, fm in finals.items() if fm is not None}
     return _jsonable(payload)
 
 
@@ -180,10 +186,25 @@ def _skipped(result) -> Section | None:
     return Section("Skipped", "<p>Seeds or budgets that could not be run, and why.</p>" + table_html(tab))
 
 
-def build_report(result) -> str:
-    sections = [_overview(result), _harmonisation(result)]
-    for extra in extra_sections:
-        sections.extend(extra(result))
+def build_report(result, finals: dict | None = None) -> str:
+    from .sections import (calibration_section, explanation_section, recommendation_section, selection_section,
+                           selection_summary, subgroup_section, subgroup_table)
+
+    finals = finals or {}
+    summary = selection_summary(result.records)
+    sections = [_overview(result)]
+    if result.selections:
+        sections.append(recommendation_section(result, finals, summary))
+    sections.append(_harmonisation(result))
+    for rep in result.shift.values():
+        sections.extend(rep.sections())
+    if result.selections:
+        sections.append(selection_section(result, summary))
+        sections.append(calibration_section(result))
+        sub = subgroup_table(result.predictions, result.dataset.subgroup_columns(), result.dataset.numeric)
+        sections.append(subgroup_section(result, sub))
+    if finals:
+        sections.append(explanation_section(finals))
     sections.append(_results_table(result))
     sk = _skipped(result)
     if sk:
@@ -201,14 +222,93 @@ def build_report(result) -> str:
                   subtitle=result.study.study.description or "Transfer study", footer=footer)
 
 
-def write_outputs(result, out: str | Path, *, bundle_writer=None) -> Path:
-    """Write ``results.json`` and ``report.html`` (and a bundle, if given) atomically."""
+def model_card(result, finals: dict) -> str:
+    """A Markdown model card for the study's recommendation (the bundle carries its own)."""
+    from .sections import selection_summary
+
+    st, ds = result.study, result.dataset
+    lines = [f"# Model card: {st.study.name}", "", "## Intended use", "",
+             f"Decision support for `{ds.label}` at the target site(s) "
+             f"{', '.join(r for r in dict.fromkeys(x['target'] for x in result.records))}, transferred from "
+             f"{', '.join(st.transfer.sources)}. Not a diagnosis; a clinician decides.", "",
+             "## Data", "", f"`{ds.name}`: {len(ds.frame)} rows, {len(ds.features)} features. {ds.citation}", "",
+             "## Performance at the target (held-out test rows, mean over seeds)", "",
+             "| target | n_t | selected AUROC | ECE | best baseline | its AUROC | oracle AUROC |", "|---|---|---|---|---|---|---|"]
+    for r in selection_summary(result.records):
+        lines.append(f"| {r['target']} | {r['n_labeled']} | {r['selected_auroc']:.3f} | {r['selected_ece']:.3f} | "
+                     f"{r['best_baseline']} | {r['best_baseline_auroc']:.3f} | {r['oracle_auroc']:.3f} |")
+    lines += ["", "## Recommended models", ""]
+    for t, fm in finals.items():
+        if fm is not None:
+            lines.append(f"- {t}: `{fm.candidate}` ({fm.family}), refitted on the sources plus {fm.n_labeled} labelled target rows.")
+    lines += ["", "## Limits", "",
+              "- Validated only on the sites above; shift diagnostics in report.html say how far they differ.",
+              "- Small target samples: read AUROC differences below about 0.02 as noise unless the paired win-rate is high.",
+              "- Subgroup results (report.html) are estimated on few rows per seed.", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(result, out: str | Path, *, finals: dict | None = None, bundle: bool = True) -> Path:
+    """Write ``results.json``, ``report.html``, ``model_card.md`` and, if a deployable model
+    was fitted, ``bundle/``: all staged and moved into ``out`` only once every file exists."""
     out = Path(out)
-    payload = results_payload(result)
-    page = build_report(result)
+    finals = finals or {}
+    payload = results_payload(result, finals)
+    page = build_report(result, finals)
     with atomic_output_dir(out) as stage:
         (stage / "results.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
         (stage / "report.html").write_text(page, encoding="utf-8")
-        if bundle_writer is not None:
-            bundle_writer(result, stage / "bundle")
+        if finals:
+            (stage / "model_card.md").write_text(model_card(result, finals), encoding="utf-8")
+        first = next((fm for fm in finals.values() if fm is not None), None)
+        if bundle and first is not None:
+            _write_bundle(result, first, stage / "bundle", payload)
     return out / "report.html"
+
+
+def _write_bundle(result, fm, path: Path, payload: dict) -> None:
+    from ..bundle import write_bundle
+    from .sections import selection_summary
+
+    summ = next((r for r in selection_summary(result.records)
+                 if r["target"] == fm.target and r["n_labeled"] == fm.n_labeled), {})
+    df = result.frame()
+    sel = df[(df["method"] == "selected") & (df["target"] == fm.target) & (df["n_labeled"] == fm.n_labeled)]
+    metrics = {"target": fm.target, "n_labeled": fm.n_labeled, "seeds": int(len(sel))}
+    for m in result.metric_names:
+        if m in sel:
+            v = sel[m].dropna()
+            if len(v):
+                half = 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
+                metrics[m] = {"value": float(v.mean()), "ci": [float(v.mean() - half), float(v.mean() + half)]}
+    metrics["subgroups"] = [r for r in payload.get("subgroups", []) if r["target"] == fm.target]
+    metrics["calibration"] = _calibration_table(result, fm)
+    metrics["comparison"] = summ
+    write_bundle(path, model=fm.model, preprocessor=fm.preprocessor, dataset=result.dataset,
+                 training_frame=fm.training_frame, method=fm.method, metrics=metrics,
+                 extra={"sources": list(result.study.transfer.sources), "target": fm.target, "candidate": fm.candidate})
+
+
+def _calibration_table(result, fm) -> list[dict]:
+    """Observed rate per predicted-risk bin of the selected model on the target test rows, with
+    a Wilson 95% CI: what the service shows as a prediction's uncertainty."""
+    preds = [p for p in result.predictions if p["method"] == "selected" and p["target"] == fm.target
+             and p["n_labeled"] == fm.n_labeled]
+    if not preds or np.asarray(preds[0]["proba"]).shape[1] != 2:
+        return []
+    y = np.concatenate([p["y"] for p in preds])
+    pr = np.concatenate([np.asarray(p["proba"])[:, 1] for p in preds])
+    edges = np.linspace(0, 1, 6)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (pr >= lo) & ((pr < hi) if hi < 1 else (pr <= hi))
+        n = int(m.sum())
+        if n == 0:
+            continue
+        k = float(y[m].sum())
+        z = 1.96
+        phat = k / n
+        centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+        out.append({"lo": float(lo), "hi": float(hi), "observed": phat, "ci": [float(centre - half), float(centre + half)], "n": n})
+    return out

@@ -291,8 +291,14 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
                 lo, hi = np.asarray(ls["ci_low"], float), np.asarray(ls["ci_high"], float)
                 src_prior = np.asarray(ls["source_prior"], float)
                 p_cal = p_eval[:, 1]
-                if np.all(np.isfinite(lo)) and (src_prior[1] < lo[1] or src_prior[1] > hi[1]):
-                    p_cal = prior_shift_adjust(p_eval[:, 1], src_prior, ls["target_prior"])
+                ess = choice.scores.get(chosen.name, {}).get("ess_fraction", 1.0)
+                # Adjust for label shift only when it is detected (the CI excludes the source
+                # prior) AND the covariate shift is mild enough for EM's assumption (same p(x|y))
+                # to be plausible: importance weights keep >= 30% effective sample size. Under
+                # strong covariate shift the EM prior is biased (on VA it says 1.00 vs 0.75).
+                if np.all(np.isfinite(lo)) and (src_prior[1] < lo[1] or src_prior[1] > hi[1]) and ess >= 0.3:
+                    target_prior = np.clip(np.asarray(ls["target_prior"], float), 0.02, 0.98)
+                    p_cal = prior_shift_adjust(p_eval[:, 1], src_prior, target_prior / target_prior.sum())
                     calibration = "prior_shift"
             before = score(yte[eval_mask], p_eval[:, 1])
             p_eval = np.column_stack([1 - p_cal, p_cal])

@@ -1,0 +1,282 @@
+"""Report sections that answer the reviewer's questions: which model to use at the target and
+why (selection, recommendation), how well it will do with what uncertainty (calibration,
+label efficiency), and for whom it does worse (subgroups), plus what drives it (explanations).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..evaluation.calibration import reliability_curve
+from ..evaluation.metrics import score
+from .html import Section, esc, figure_to_img, table_html
+
+__all__ = [
+    "selection_summary", "subgroup_table", "selection_section", "calibration_section",
+    "subgroup_section", "explanation_section", "recommendation_section", "label_efficiency_plot",
+]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+BASELINE_NAMES = ("source_lr", "source_gbm", "target_lr", "target_gbm", "pooled_lr", "pooled_gbm")
+
+
+def selection_summary(records: list[dict]) -> list[dict]:
+    """Per (target, n_labeled): the selected model's mean AUROC beside the oracle-best candidate
+    (best mean on test: a reference only), the best of source/target/pooled, with paired
+    differences and win-rates over seeds."""
+    df = pd.DataFrame.from_records(records)
+    if df.empty or "selected" not in set(df["method"]):
+        return []
+    out = []
+    for (t, n), g in df.groupby(["target", "n_labeled"], sort=False):
+        sel = g[g["method"] == "selected"].set_index("seed")
+        if sel.empty:
+            continue
+        cands = g[(g["method"] != "selected") & ~g["method"].str.startswith("reference:")]
+        means = cands.groupby("method")["auroc"].mean()
+        base = means[means.index.isin(BASELINE_NAMES)]
+        oracle, best_base = means.idxmax(), (base.idxmax() if len(base) else None)
+        row = {"target": t, "n_labeled": int(n), "seeds": int(len(sel)),
+               "selected_auroc": float(sel["auroc"].mean()), "selected_ece": float(sel["ece"].mean()) if "ece" in sel else None,
+               "oracle": oracle, "oracle_auroc": float(means.max()),
+               "best_baseline": best_base, "best_baseline_auroc": float(base.max()) if len(base) else None,
+               "chosen": sel["chosen"].value_counts().to_dict() if "chosen" in sel else {}}
+        if "ece_uncalibrated" in sel and sel["ece_uncalibrated"].notna().any():
+            row["selected_ece_uncalibrated"] = float(sel["ece_uncalibrated"].mean())
+        for ref, key in ((best_base, "vs_best_baseline"), (oracle, "vs_oracle")):
+            if ref is None:
+                continue
+            r = cands[cands["method"] == ref].set_index("seed")["auroc"]
+            d = (sel["auroc"] - r).dropna()
+            row[key] = {"mean_delta": float(d.mean()), "win_rate": float((d > 0).mean()), "ties": float((d == 0).mean())}
+        out.append(row)
+    return out
+
+
+def subgroup_table(predictions: list[dict], columns: list[str], numeric: list[str]) -> pd.DataFrame:
+    """Selected-model metrics per subgroup at each target (largest budget), mean over seeds with a
+    95% t-interval; numeric columns are cut into tertiles of the target's values."""
+    from scipy import stats
+
+    rows = []
+    sel = [p for p in predictions if p["method"] == "selected" and p.get("subgroups") is not None]
+    if not sel:
+        return pd.DataFrame()
+    for target in dict.fromkeys(p["target"] for p in sel):
+        ps = [p for p in sel if p["target"] == target]
+        top = max(p["n_labeled"] for p in ps)
+        ps = [p for p in ps if p["n_labeled"] == top]
+        allsub = pd.concat([p["subgroups"] for p in ps])
+        for col in columns:
+            if col in numeric and allsub[col].nunique() > 5:
+                edges = np.unique(np.nanquantile(allsub[col].to_numpy(float), [0, 1 / 3, 2 / 3, 1]))
+            else:
+                edges = None
+            per_level: dict[str, list] = {}
+            for p in ps:
+                vals = p["subgroups"][col]
+                if edges is not None:
+                    lv = pd.cut(vals, edges, include_lowest=True).astype(str)
+                else:
+                    lv = vals.map(lambda v: "missing" if pd.isna(v) else (str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v)))
+                proba = p["proba"][:, 1] if p["proba"].ndim == 2 else p["proba"]
+                for level in lv.unique():
+                    m = (lv == level).to_numpy()
+                    if m.sum() >= 5 and len(np.unique(p["y"][m])) == 2:
+                        s = score(p["y"][m], proba[m])
+                        per_level.setdefault(level, []).append((s["auroc"], s["brier"], int(m.sum())))
+            for level, vals in per_level.items():
+                a = np.array([v[0] for v in vals])
+                half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else np.nan
+                rows.append({"target": target, "n_labeled": top, "column": col, "level": level, "seeds": len(a),
+                             "n_per_seed": float(np.mean([v[2] for v in vals])), "auroc": float(a.mean()),
+                             "ci_low": float(a.mean() - half), "ci_high": float(a.mean() + half),
+                             "brier": float(np.mean([v[1] for v in vals]))})
+    df = pd.DataFrame(rows)
+    if len(df):
+        df["largest_gap"] = False
+        for (t, c), g in df.groupby(["target", "column"]):
+            if len(g) > 1:
+                df.loc[g["auroc"].idxmin(), "largest_gap"] = (g["auroc"].max() - g["auroc"].min()) >= 0.05
+    return df
+
+
+def label_efficiency_plot(df: pd.DataFrame) -> str:
+    """Target AUROC against n_t: baselines, each family's best method and the selected model."""
+    plt = _plt()
+    targets = list(dict.fromkeys(df["target"]))
+    fig, axes = plt.subplots(1, len(targets), figsize=(4.8 * len(targets), 3.8), squeeze=False)
+    for ax, t in zip(axes[0], targets):
+        g = df[df["target"] == t]
+        means = g.groupby("method")["auroc"].mean()
+        show = [m for m in ("source_gbm", "source_lr", "target_gbm", "pooled_gbm", "pooled_lr") if m in means.index]
+        for fam in ("instance", "feature", "model", "relation"):
+            fam_means = g[g["family"] == fam].groupby("method")["auroc"].mean()
+            fam_means = fam_means[fam_means.index != "selected"]
+            if len(fam_means):
+                show.append(fam_means.idxmax())
+        if "selected" in means.index:
+            show.append("selected")
+        for m in show:
+            stats = g[g["method"] == m].groupby("n_labeled")["auroc"].agg(["mean", "std", "count"])
+            style = dict(lw=2.6, color="black") if m == "selected" else dict(lw=1.2)
+            half = 1.96 * stats["std"].fillna(0) / np.sqrt(stats["count"])
+            line = ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=m, **style)[0]
+            ax.fill_between(stats.index, stats["mean"] - half, stats["mean"] + half, alpha=0.12, color=line.get_color())
+        ax.set_title(f"target: {t}")
+        ax.set_xlabel("labelled target rows (n_t)")
+        ax.set_ylabel("target-test AUROC (95% CI over seeds)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    return figure_to_img(fig, "Label efficiency: target AUROC against n_t")
+
+
+def selection_section(result, summary: list[dict]) -> Section:
+    if not summary:
+        return Section("Model selection", "<p>Selection was switched off for this study.</p>")
+    rows = []
+    for r in summary:
+        chosen = ", ".join(f"{k} ×{v}" for k, v in sorted(r["chosen"].items(), key=lambda kv: -kv[1])[:3])
+        rows.append({"target": r["target"], "n_t": r["n_labeled"], "selected AUROC": r["selected_auroc"],
+                     "oracle AUROC": r["oracle_auroc"], "oracle": r["oracle"],
+                     "best baseline AUROC": r["best_baseline_auroc"], "best baseline": r["best_baseline"],
+                     "Δ vs baseline": r.get("vs_best_baseline", {}).get("mean_delta"),
+                     "win-rate": r.get("vs_best_baseline", {}).get("win_rate"), "chosen (seeds)": chosen})
+    tab = pd.DataFrame(rows).set_index("target")
+    crit = pd.Series([s["criterion"] for s in result.selections]).value_counts().to_dict()
+    body = (
+        "<p>For every target, seed and label budget, one candidate is chosen <b>without the target's test "
+        "labels</b>: with labelled target rows by cross-validation on them (<code>target_cv</code>); with none by "
+        "importance-weighted validation and deep embedded validation on held-out source rows (<code>iwcv+dev</code>); "
+        "reverse validation and prediction entropy are reported as heuristics only. A transfer method replaces the "
+        "best baseline only if it beats it by more than one standard error of the paired difference: "
+        "<b>not adapting is a valid answer</b>. The oracle is the candidate with the best mean test AUROC, "
+        "shown as a reference only; it could not be chosen in practice.</p>"
+        f"<p class=\"note\">Criteria used: {esc(crit)}.</p>"
+        + table_html(tab, caption="Selected model vs the oracle-best candidate and the best baseline (paired over seeds)")
+        + label_efficiency_plot(result.frame())
+    )
+    return Section("Model selection", body)
+
+
+def calibration_section(result) -> Section:
+    plt = _plt()
+    preds = [p for p in result.predictions if p["method"] == "selected"]
+    if not preds or np.asarray(preds[0]["proba"]).ndim == 2 and np.asarray(preds[0]["proba"]).shape[1] > 2:
+        return Section("Calibration", "<p>Reliability is shown for binary outcomes only.</p>")
+    targets = list(dict.fromkeys(p["target"] for p in preds))
+    fig, axes = plt.subplots(2, len(targets), figsize=(4.4 * len(targets), 7.6), squeeze=False)
+    rows = []
+    for j, t in enumerate(targets):
+        ps = [p for p in preds if p["target"] == t]
+        top = max(p["n_labeled"] for p in ps)
+        ps = [p for p in ps if p["n_labeled"] == top]
+        y = np.concatenate([p["y"] for p in ps])
+        after = np.concatenate([np.asarray(p["proba"])[:, 1] for p in ps])
+        before = np.concatenate([np.asarray(p["proba_uncalibrated"])[:, 1] for p in ps])
+        ax = axes[0][j]
+        for name, pr, style in (("before", before, "--"), ("after", after, "-")):
+            mp, fr, _ = reliability_curve(y, pr)
+            ax.plot(mp, fr, style, marker="o", ms=3, label=f"{name} (ECE {score(y, pr)['ece']:.3f})")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+        ax.set_title(f"{t}, n_t={top}: reliability")
+        ax.set_xlabel("predicted risk")
+        ax.set_ylabel("observed rate")
+        ax.legend(fontsize=7)
+        from sklearn.metrics import roc_curve
+
+        ax = axes[1][j]
+        for p in ps[:10]:
+            fpr, tpr, _ = roc_curve(p["y"], np.asarray(p["proba"])[:, 1])
+            ax.plot(fpr, tpr, lw=0.8, alpha=0.6)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+        ax.set_title(f"{t}, n_t={top}: ROC per seed")
+        ax.set_xlabel("1 - specificity")
+        ax.set_ylabel("sensitivity")
+        kinds = pd.Series([s["calibration"] for s in result.selections if s["target"] == t and s["n_labeled"] == top]).value_counts()
+        rows.append({"target": t, "n_t": top, "ECE before": score(y, before)["ece"], "ECE after": score(y, after)["ece"],
+                     "Brier before": score(y, before)["brier"], "Brier after": score(y, after)["brier"],
+                     "recalibration": ", ".join(f"{k} ×{v}" for k, v in kinds.items())})
+    body = (
+        "<p>With labelled target rows the selected model is recalibrated on its <i>out-of-fold</i> predictions for "
+        "them (intercept only under 20 rows or 5 per class, Platt scaling up to 200, isotonic beyond); without labels, "
+        "probabilities are adjusted to the estimated target class prior only when label shift is detected and the "
+        "covariate shift is mild enough for that estimate to be trusted.</p>"
+        + table_html(pd.DataFrame(rows).set_index("target"), caption="Calibration of the selected model at the largest budget (test rows pooled over seeds)")
+        + figure_to_img(fig, "Reliability diagrams and ROC curves of the selected model")
+    )
+    return Section("Calibration", body)
+
+
+def subgroup_section(result, table: pd.DataFrame) -> Section:
+    if table.empty:
+        return Section("Subgroups", "<p>No subgroup had enough rows with both outcomes to be scored.</p>")
+    flagged = table[table["largest_gap"]]
+    lines = "".join(
+        f"<li class=\"warn\">{esc(r.target)}: {esc(r.column)} = {esc(r.level)} has the lowest AUROC "
+        f"({r.auroc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}])</li>" for r in flagged.itertuples())
+    view = table.drop(columns=["largest_gap"]).set_index("target")
+    return Section("Subgroups", "<p>Selected model at the largest budget, per subgroup of the target's test rows "
+                   "(mean over seeds, 95% CI); numeric columns in tertiles. Gaps of 0.05 AUROC or more are flagged.</p>"
+                   + (f"<ul>{lines}</ul>" if lines else "<p class=\"good\">No subgroup gap of 0.05 AUROC or more.</p>")
+                   + table_html(view))
+
+
+def explanation_section(finals: dict) -> Section:
+    parts = []
+    plt = _plt()
+    for t, fm in finals.items():
+        if fm is None or fm.importance is None:
+            continue
+        imp = fm.importance.sort_values(fm.importance.columns[-1], ascending=False)
+        fig, ax = plt.subplots(figsize=(6, 0.28 * len(imp) + 1.2))
+        pos = np.arange(len(imp))
+        for k, col in enumerate(imp.columns):
+            ax.barh(pos + 0.38 * k, imp[col], height=0.38, label=col)
+        ax.set_yticks(pos + 0.19, imp.index)
+        ax.invert_yaxis()
+        ax.set_xlabel("AUROC drop when the feature is shuffled")
+        ax.legend(fontsize=7)
+        ax.set_title(f"{fm.candidate} → {t}")
+        rel = fm.relations.head(6)
+        parts.append(f"<h3>Target: {esc(t)}</h3>" + figure_to_img(fig, f"Permutation importance for {t}")
+                     + table_html(rel, caption="How each feature relates to the outcome at the source and the target "
+                                  "(univariate AUROC; 0.5 = unrelated, below 0.5 = inverse); largest changes first"))
+    if not parts:
+        return Section("Explanations", "<p>Explanations are computed for binary outcomes only.</p>")
+    return Section("Explanations", "<p>Global importance of each harmonised feature for the deployable model "
+                   "(permutation importance at the source and on the target's test rows), and the feature–outcome "
+                   "relations that changed most between the sites.</p>" + "".join(parts))
+
+
+def recommendation_section(result, finals: dict, summary: list[dict]) -> Section:
+    from ..study.final import recommend
+
+    items = []
+    for t in dict.fromkeys(r["target"] for r in result.records):
+        rec = recommend(result, t)
+        if not rec:
+            continue
+        srow = next((r for r in summary if r["target"] == t and r["n_labeled"] == rec["n_labeled"]), {})
+        vs = srow.get("vs_best_baseline", {})
+        verdict = ("adapt with <b>{}</b>".format(esc(rec["candidate"])) if rec["adapts"]
+                   else "do <b>not</b> adapt: use the baseline <b>{}</b>".format(esc(rec["candidate"])))
+        shift = result.shift.get(t)
+        shift_line = f" Shift: {esc(shift.summary[0])}" if shift is not None and getattr(shift, "summary", None) else ""
+        items.append(
+            f"<li><b>{esc(t)}</b> (n_t = {rec['n_labeled']}): {verdict}, chosen in {rec['times_chosen']} of "
+            f"{rec['seeds']} seeds by {esc(rec['criterion'])}. Expected target AUROC {rec['selected_auroc']:.3f} "
+            f"(best baseline {esc(rec['best_baseline'])} {rec['best_baseline_auroc']:.3f}; paired Δ "
+            f"{vs.get('mean_delta', float('nan')):+.3f}, win-rate {vs.get('win_rate', float('nan')):.0%}; "
+            f"oracle {esc(rec['oracle'])} {rec['oracle_auroc']:.3f}).{shift_line}</li>")
+    return Section("Recommendation", "<ul>" + "".join(items) + "</ul>" if items else "<p>No recommendation: selection was off.</p>")
