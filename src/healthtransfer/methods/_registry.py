@@ -7,6 +7,8 @@ method means adding one ``MethodSpec`` next to its class.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -40,11 +42,12 @@ class MethodSpec:
     uses_reference: bool = False
 
 
+@functools.lru_cache(maxsize=1)
 def _all() -> dict[str, MethodSpec]:
-    from . import baselines_registry, deep, feature, instance, model, multisource, relation
+    from . import baselines_registry, deep_registry, feature, instance, model, multisource, relation, scalable
 
     specs: dict[str, MethodSpec] = {}
-    for mod in (baselines_registry, instance, feature, deep, model, relation, multisource):
+    for mod in (baselines_registry, instance, feature, deep_registry, model, relation, multisource, scalable):
         for spec in getattr(mod, "METHODS", []):
             if spec.name in specs:
                 raise RuntimeError(f"method name {spec.name!r} registered twice")
@@ -54,7 +57,7 @@ def _all() -> dict[str, MethodSpec]:
 
 def available_methods() -> dict[str, MethodSpec]:
     """Every registered method by name, in family order."""
-    return _all()
+    return dict(_all())
 
 
 def get_method(name: str) -> MethodSpec:

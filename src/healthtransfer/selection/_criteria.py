@@ -39,7 +39,7 @@ class OOF:
     target_entropy: float | None = None
 
 
-def target_cv_oof(factory, X, y, sd, n_classes, *, seed=0, n_splits=5) -> OOF | None:
+def target_cv_oof(factory, X, y, sd, n_classes, *, seed=0, n_splits=5, uses_target_labels=True) -> OOF | None:
     """K-fold over the labelled target rows. Returns None if there are too few per class."""
     lab = np.flatnonzero((sd < 0) & (y != -1))
     yl = y[lab]
@@ -49,6 +49,12 @@ def target_cv_oof(factory, X, y, sd, n_classes, *, seed=0, n_splits=5) -> OOF | 
         return None
     k = int(min(n_splits, present.min()))
     proba = np.zeros((len(lab), n_classes))
+    if not uses_target_labels:
+        # the model never sees target labels, so every fold would fit the same model: fit once
+        est = factory(random_state=seed)
+        est.fit(X, np.where(sd < 0, -1, y), sample_domain=sd)
+        proba[:] = _pad(est, est.predict_proba(X[lab], sample_domain=sd[lab]), n_classes)
+        return OOF(y=yl, proba=proba, weight=np.ones(len(lab)), criterion="target_cv")
     for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(lab, yl):
         y_fold = y.copy()
         y_fold[lab[te]] = -1  # held-out fold: labels hidden, rows stay as unlabelled target data

@@ -135,7 +135,8 @@ def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int =
     criterion = "target_cv"
     for c in candidates:
         Xc = X if extra_columns is None or not c.uses_reference else np.column_stack([X, extra_columns(c)])
-        oof = target_cv_oof(c.factory, Xc, y, sd, n_classes, seed=seed, n_splits=n_splits_target) if n_lab else None
+        oof = target_cv_oof(c.factory, Xc, y, sd, n_classes, seed=seed, n_splits=n_splits_target,
+                            uses_target_labels=c.spec.uses_target in ("labelled", "both")) if n_lab else None
         if oof is None:
             if c.spec.needs_labels:
                 continue

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import UserInputError
 
-__all__ = ["Study", "load_study", "DEFAULT_METHODS"]
+__all__ = ["Study", "load_study", "DEFAULT_METHODS", "FederatedSection", "PrivacySection"]
 
 # The methods a study runs when it names none: the baselines and a cheap, robust member of
 # each family. `healthtransfer methods` lists them all.
@@ -131,11 +131,52 @@ class SelectionSection(_Strict):
     diagnose: bool = True  # run shift diagnostics per target
 
 
+class PrivacySection(_Strict):
+    """[federated.privacy]: differential privacy for a federated run."""
+
+    mode: str = Field(default="none", pattern="^(none|dp-sgd|client-clipping)$",
+                      description="none, dp-sgd (Opacus, per record) or client-clipping (Flower, per site)")
+    epsilon: float = Field(default=10.0, gt=0)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0, description="per-example clip (dp-sgd)")
+    clipping_norm: float = Field(default=1.0, gt=0, description="per-update clip (client-clipping)")
+    noise_multiplier: float | None = Field(default=None, ge=0, description="client-clipping noise; default from epsilon")
+
+
+class FederatedSection(_Strict):
+    """[federated]: training across sites with Flower, each site keeping its rows."""
+
+    sites: list[str] | None = None  # default: every site in the data
+    target: str | None = None  # site to personalise to / adapt to
+    target_labels: bool = True  # false: the target takes no part in training (domain adaptation)
+    rounds: int = Field(default=20, ge=1, le=10000)
+    strategy: str = Field(default="fedavg", pattern="^(fedavg|fedprox)$")
+    proximal_mu: float = Field(default=0.1, ge=0)
+    model: str = Field(default="logreg", pattern="^(logreg|mlp)$")
+    hidden: int = Field(default=32, ge=1)
+    local_epochs: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=16, ge=1)
+    learning_rate: float = Field(default=0.05, gt=0)
+    personalise: str = Field(default="none", pattern="^(none|finetune|coral)$")
+    finetune_epochs: int = Field(default=10, ge=0)
+    finetune_lr: float = Field(default=0.01, gt=0)
+    finetune_anchor: float = Field(default=0.0, ge=0, description="L2-SP pull towards the federated weights")
+    test_fraction: float = Field(default=0.34, gt=0, lt=1)
+    min_fit_clients: int = Field(default=2, ge=1)
+    round_timeout: float = Field(default=120.0, gt=0)
+    secagg: bool = False
+    secagg_shares: int = Field(default=3, ge=2)
+    secagg_threshold: int = Field(default=2, ge=1)
+    seed: int = 0
+    privacy: PrivacySection = Field(default_factory=PrivacySection)
+
+
 class Study(_Strict):
     study: StudyInfo
     data: DataSection
     transfer: TransferSection
     selection: SelectionSection = Field(default_factory=SelectionSection)
+    federated: FederatedSection | None = None
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def resolve(self, p: Path | None) -> Path | None:
@@ -208,5 +249,12 @@ def load_study(path: str | Path) -> Study:
     study.base_dir = path.resolve().parent
     return study
 
-# The demo's methods: the baselines plus the transfer methods worth showing on the heart data.
-DEMO_METHODS = list(DEFAULT_METHODS)
+# The demo's methods: the baselines plus fast members of all four families (the deep ones take
+# seconds per fit, times the selection folds; `healthtransfer run` runs them by name).
+DEMO_METHODS = [
+    *DEFAULT_METHODS,
+    "iw_domain_lr", "label_shift_em_lr",                        # instance
+    "coral_lr", "domain_std_lr", "feat_aug_lr",                 # feature
+    "linear_prior", "stacking_lr", "recalibration_lr",          # model
+    "relation_imputation_lr", "graph_label_propagation",        # relation
+]

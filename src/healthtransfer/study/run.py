@@ -218,6 +218,7 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
     candidates = expand_candidates(methods, grid=bool(sel and sel.grid))
     sub = test[ds.subgroup_columns()].reset_index(drop=True)
     label_shift = None  # estimated once per unit, from source labels and pool features only
+    label_free_cache: dict[str, tuple[np.ndarray, float]] = {}
     for n_t in budgets:
         if n_t > len(pool):
             skipped.append(dict(target=target, seed=seed, n_labeled=n_t, reason=f"budget larger than the pool ({len(pool)} rows)"))
@@ -246,13 +247,21 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
             runnable.append(c)
             Xtr, Xev = (np.column_stack([X_train, ref_cols[0]]), np.column_stack([Xte, ref_cols[1]])) \
                 if c.uses_reference else (X_train, Xte)
-            est = c.factory(random_state=seed)
-            t0 = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                est.fit(Xtr, y_train, sample_domain=sd)
-                fit_s = time.perf_counter() - t0
-                proba = est.predict_proba(Xev, sample_domain=-np.ones(len(Xev), int))
+            # A method that never reads target labels fits the same model at every budget:
+            # fit it once per unit and reuse its test predictions.
+            label_free = c.spec.uses_target in ("none", "unlabelled")
+            if label_free and c.name in label_free_cache:
+                proba, fit_s = label_free_cache[c.name]
+            else:
+                est = c.factory(random_state=seed)
+                t0 = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    est.fit(Xtr, y_train, sample_domain=sd)
+                    fit_s = time.perf_counter() - t0
+                    proba = est.predict_proba(Xev, sample_domain=-np.ones(len(Xev), int))
+                if label_free:
+                    label_free_cache[c.name] = (proba, fit_s)
             test_proba[c.name] = proba
             rec = _record(spec, sources, target, n_t, seed, yte[eval_mask], proba[eval_mask], n_classes, fit_s)
             rec.update(method=c.name, base_method=c.method, params=dict(c.params))
@@ -376,12 +385,12 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
             for t, s in units)
     results = []
     with _progress(progress, len(units), f"{study.study.name}: {len(names)} methods") as advance:
-        kwargs = {"n_jobs": n_jobs, "return_as": "generator"}
-        if backend:
-            kwargs["backend"] = backend
-        for res in Parallel(**kwargs)(jobs):
-            results.append(res)
-            advance()
+        from ._backends import parallel_backend
+
+        with parallel_backend(backend, n_jobs=n_jobs):  # "ray"/"dask": the same sweep on a cluster
+            for res in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
+                results.append(res)
+                advance()
     shift = {}
     if study.selection.diagnose:
         shift = diagnose_targets(ds, tr.sources, targets_of(study), tr.test_fraction)

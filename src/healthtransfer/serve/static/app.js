@@ -68,7 +68,9 @@
   function check(f, input, msg, tr) {
     msg.textContent = "";
     input.classList.remove("bad", "warn");
-    if (f.kind !== "numeric" || input.value === "") return true;
+    if (f.kind !== "numeric") return true;
+    if (input.validity && input.validity.badInput) { msg.textContent = "not a number"; input.classList.add("bad"); return false; }
+    if (input.value === "") return true;
     const v = Number(input.value);
     if (!Number.isFinite(v)) { msg.textContent = "not a number"; input.classList.add("bad"); return false; }
     if (f.range && (v < f.range[0] || v > f.range[1])) {
@@ -86,16 +88,22 @@
   function readRecord() {
     const rec = {};
     let ok = true;
+    let firstBad = null;
     for (const f of model.schema.features) {
       const input = $("f-" + f.name);
+      if (f.kind === "numeric" && !check(f, input, $("f-" + f.name + "-msg"), (model.training_ranges || {})[f.name])) {
+        ok = false;
+        firstBad = firstBad || input;
+        continue;
+      }
       if (input.value === "") { rec[f.name] = null; continue; }
       if (f.kind === "numeric") {
-        if (!check(f, input, $("f-" + f.name + "-msg"), model.training_ranges[f.name])) ok = false;
         rec[f.name] = Number(input.value);
       } else {
         rec[f.name] = JSON.parse(input.value);
       }
     }
+    if (firstBad) firstBad.focus();
     return ok ? rec : null;
   }
 
@@ -113,7 +121,8 @@
     $("risk-value").textContent = (100 * p.probability).toFixed(1) + "%";
     $("risk-class").textContent = "predicted class " + p["class"];
     const u = p.uncertainty;
-    $("risk-uncertainty").textContent = u && u.interval && u.interval[0] !== null
+    $("risk-uncertainty").textContent = u && u.interval && u.interval[0] !== null && u.interval[1] !== null &&
+        u.observed_rate !== null && u.observed_rate !== undefined
       ? "Observed rate for similar predicted risks on the target site: " + (100 * u.observed_rate).toFixed(0) +
         "% (" + (100 * u.interval[0]).toFixed(0) + "–" + (100 * u.interval[1]).toFixed(0) + "%)"
       : modelUncertainty();
@@ -193,6 +202,10 @@
     p.classList.remove("bad", "ok");
     if (r.status !== 200) { p.textContent = r.status === 403 ? "This key cannot read drift (read scope needed)." : "Drift unavailable (" + r.status + ")."; return; }
     const d = r.data;
+    if (d.status === "insufficient data") {  // PSI of a handful of records is noise: do not show it
+      p.textContent = "insufficient data · " + d.window + " recent records (drift is assessed from " + d.min_count + ")";
+      return;
+    }
     const worst = d.features.slice(0, 3).filter((f) => f.psi !== null).map((f) => f.name + " " + f.psi.toFixed(2)).join(", ");
     p.textContent = d.status + " · " + d.window + " recent records · highest PSI: " + (worst || "n/a") + " (alarm above " + d.threshold + ")";
     p.classList.add(d.alarm ? "bad" : "ok");
@@ -200,9 +213,16 @@
 
   async function loadModel() {
     const r = await api("/v1/model");
-    if (r.status === 401) { $("auth-msg").textContent = "Enter an API key to load the model."; return; }
-    if (r.status !== 200) { $("auth-msg").textContent = "Could not load the model (" + r.status + ")."; return; }
-    $("auth-msg").textContent = "Key accepted.";
+    if (r.status !== 200) {
+      model = null;
+      $("predict-btn").disabled = true;
+      $("fields").replaceChildren();
+      $("result").hidden = true;
+      $("auth-msg").textContent = r.status !== 401 ? "Could not load the model (" + r.status + ")."
+        : key() ? "This API key was not accepted; enter a valid API key." : "Enter an API key to load the model.";
+      return;
+    }
+    $("auth-msg").textContent = key() ? "Key accepted." : "No API key needed (authentication is disabled on this server).";
     model = r.data;
     buildForm(model.schema, model.training_ranges || {});
     showModel(model);

@@ -1,0 +1,695 @@
+"""Shared harness for the benchmark scripts: our methods and skada's on identical splits.
+
+One *unit* is one (target, seed). Inside a unit:
+
+1. our registered methods are fitted through :func:`healthtransfer.study.run.run_unit` (the
+   product's own runner: same split, same preprocessing fitted on source + target pool only,
+   the reference score appended for reference-score methods, scored on the rows the protocol
+   scores);
+2. ``selected``: a second ``run_unit`` call over a small candidate pool with selection on
+   (``healthtransfer.selection.select`` on the fit rows only, then its calibration step),
+   exactly as a study runs it; its test metrics are those of the chosen candidate;
+3. skada's DA pipelines (``make_da_pipeline(adapter, LogisticRegression)``) on the very same
+   preprocessed matrices, rebuilt here with the same ``target_split`` / ``make_preprocessor``
+   calls. skada masks target labels (``mask_target_labels=True``), so a skada fit does not
+   depend on n_t: it is fitted once per unit and scored on the same test rows for every
+   budget. ``skada:SourceOnly`` (no adapter) is a parity check against our ``source_lr``;
+4. optional dataset-specific extras (e.g. APACHE IV recal-ITL, protocol LightGBM).
+
+Units run in parallel with joblib (``n_jobs=2``), each single-threaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DATA_DIR = os.environ.get("HEALTHTRANSFER_DATA", "/work/shared/data")
+
+# The selection candidate pool: the six baselines plus cheap members of each family. Selection
+# refits each candidate per CV fold, so the deep methods (seconds per fit) are left out.
+SELECTION_POOL = [
+    "source_lr", "source_gbm", "target_lr", "target_gbm", "pooled_lr", "pooled_gbm",
+    "iw_domain_lr", "coral_lr", "sa_lr", "label_shift_em_lr", "feat_aug_lr", "linear_prior",
+    "stacking_lr", "recalibration_lr",
+]
+
+BASELINES = ["source_lr", "source_gbm", "target_lr", "target_gbm", "pooled_lr", "pooled_gbm"]
+
+# name -> (builder(seed, n_classes), max_rows). Built inside functions only: importing skada
+# flips scikit-learn's metadata routing globally.
+SKADA_DEFAULT = [
+    "SourceOnly", "CORAL", "SubspaceAlignment", "TCA", "LinearOTMapping", "OTMapping",
+    "EntropicOTMapping", "KMM", "KLIEP", "DiscriminatorReweight", "DensityReweight",
+    "GaussianReweight", "JDOT",
+]
+SKADA_MAX_ROWS = {"TCA": 1500, "KMM": 3000, "KLIEP": 8000, "OTMapping": 8000, "EntropicOTMapping": 8000,
+                  "JDOT": 3000}
+
+
+@dataclass
+class BenchConfig:
+    name: str
+    title: str
+    protocol: str
+    sources_by_target: dict[str, list[str]]  # target -> its source domains (a "pair" per key)
+    budgets_by_target: dict[str, list[int]]
+    seeds: list[int]
+    methods: list[str]
+    skada: list[str]
+    selection: bool = True
+    selection_pool: list[str] = field(default_factory=lambda: list(SELECTION_POOL))
+    headline: str = "auroc"
+    secondary: tuple[str, ...] = ("brier", "ece")
+    higher_better: dict[str, bool] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    n_jobs: int = 2
+    test_fraction: float = 0.5
+
+    def pair_label(self, target: str) -> str:
+        return f"{'+'.join(self.sources_by_target[target])}→{target}"
+
+
+def _higher(metric: str) -> bool:
+    return metric not in {"brier", "ece", "log_loss"}
+
+
+# --------------------------------------------------------------------------------------------
+# unit context: the same split / preprocessing as healthtransfer.study.run._run_unit
+# --------------------------------------------------------------------------------------------
+
+def _logit(p):
+    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def unit_context(ds, sources, target, seed, test_fraction=0.5):
+    from healthtransfer.data.preprocess import make_preprocessor
+    from healthtransfer.data.splits import target_split
+
+    f = ds.frame
+    dom = f[ds.domain].astype(str)
+    src_rows = f[dom.isin(sources)]
+    tgt_rows = f[dom == target]
+    yt = tgt_rows[ds.label].to_numpy().astype(int)
+    groups = tgt_rows[ds.group].to_numpy() if ds.group and ds.group in tgt_rows else None
+    split = target_split(yt, seed=seed, test_fraction=test_fraction, groups=groups)
+    pool = tgt_rows.iloc[split.pool]
+    test = tgt_rows.iloc[split.test]
+    pre = make_preprocessor(ds.numeric, ds.categorical).fit(pd.concat([src_rows, pool])[ds.features])
+    Xs = pre.transform(src_rows[ds.features])
+    Xp = pre.transform(pool[ds.features])
+    Xte = pre.transform(test[ds.features])
+    eval_mask = np.ones(len(test), bool)
+    if ds.reference_score:
+        eval_mask = ~np.isnan(test[ds.reference_score].to_numpy(float))
+    n_classes = len(ds.class_names) if ds.class_names else int(f[ds.label].nunique())
+    return SimpleNamespace(
+        src_rows=src_rows, pool=pool, test=test, Xs=Xs, Xp=Xp, Xte=Xte,
+        ys=src_rows[ds.label].to_numpy().astype(int), yp=pool[ds.label].to_numpy().astype(int),
+        yte=test[ds.label].to_numpy().astype(int), eval_mask=eval_mask, n_classes=n_classes,
+        ds=ds, seed=seed, target=target, sources=sources,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# skada side
+# --------------------------------------------------------------------------------------------
+
+def _import_skada():
+    import sklearn
+
+    prev = sklearn.get_config()
+    try:
+        import skada  # noqa: F401  (flips metadata routing on import)
+    finally:
+        sklearn.set_config(**prev)
+    import skada
+
+    return skada
+
+
+def make_skada(name: str, seed: int, n_classes: int, n_features: int):
+    """A skada DA pipeline ending in LogisticRegression. Must be called with metadata routing on."""
+    from sklearn.linear_model import LogisticRegression
+
+    skada = _import_skada()
+    lr = LogisticRegression(C=1.0, max_iter=2000)
+    lr_w = LogisticRegression(C=1.0, max_iter=2000).set_fit_request(sample_weight=True)
+    mk = skada.make_da_pipeline
+    k = max(1, min(n_features - 1, 10))
+    if name == "SourceOnly":
+        return mk(lr)
+    if name == "CORAL":
+        return mk(skada.CORALAdapter(), lr)
+    if name == "SubspaceAlignment":
+        return mk(skada.SubspaceAlignmentAdapter(n_components=k, random_state=seed), lr)
+    if name == "TCA":
+        return mk(skada.TransferComponentAnalysisAdapter(n_components=k), lr)
+    if name == "LinearOTMapping":
+        return mk(skada.LinearOTMappingAdapter(), lr)
+    if name == "OTMapping":
+        return mk(skada.OTMappingAdapter(), lr)
+    if name == "EntropicOTMapping":
+        return mk(skada.EntropicOTMappingAdapter(reg_e=1.0), lr)
+    if name == "KMM":
+        return mk(skada.KMMReweightAdapter(gamma=1.0 / n_features), lr_w)
+    if name == "KLIEP":
+        return mk(skada.KLIEPReweightAdapter(gamma=[0.1 / n_features, 1.0 / n_features, 10.0 / n_features],
+                                             random_state=seed), lr_w)
+    if name == "DiscriminatorReweight":
+        return mk(skada.DiscriminatorReweightAdapter(), lr_w)
+    if name == "DensityReweight":
+        return mk(skada.DensityReweightAdapter(), lr_w)
+    if name == "GaussianReweight":
+        return mk(skada.GaussianReweightAdapter(), lr_w)
+    if name == "JDOT":
+        return skada.JDOTClassifier(base_estimator=LogisticRegression(C=1.0, max_iter=2000),
+                                    metric="multinomial")
+    raise ValueError(f"unknown skada method {name!r}")
+
+
+def run_skada(ctx, names: list[str]) -> list[tuple[str, np.ndarray | None, float, str]]:
+    """Fit each skada pipeline once on (source labelled, whole pool unlabelled); return
+    (name, test proba or None, fit seconds, error)."""
+    import sklearn
+
+    X = np.vstack([ctx.Xs, ctx.Xp])
+    y = np.r_[ctx.ys, -np.ones(len(ctx.Xp), int)]
+    sd = np.r_[np.ones(len(ctx.Xs), int), -np.ones(len(ctx.Xp), int)]
+    out = []
+    for name in names:
+        if name in SKADA_MAX_ROWS and len(X) > SKADA_MAX_ROWS[name]:
+            out.append((name, None, 0.0, f"skipped: more than {SKADA_MAX_ROWS[name]} rows"))
+            continue
+        try:
+            with sklearn.config_context(enable_metadata_routing=True), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                est = make_skada(name, ctx.seed, ctx.n_classes, X.shape[1])
+                t0 = time.perf_counter()
+                est.fit(X, y.copy(), sample_domain=sd)
+                fit_s = time.perf_counter() - t0
+                p = est.predict_proba(ctx.Xte, sample_domain=-np.ones(len(ctx.Xte), int))
+            p = np.asarray(p, float)
+            if p.shape[1] != ctx.n_classes:  # a class absent from training: put it back at 0
+                full = np.zeros((len(p), ctx.n_classes))
+                full[:, est.classes_.astype(int)] = p
+                p = full
+            if not np.all(np.isfinite(p)):
+                raise FloatingPointError("non-finite probabilities")
+            out.append((name, p, fit_s, ""))
+        except Exception as exc:  # a failing baseline is a result, not a crash
+            out.append((name, None, 0.0, f"{type(exc).__name__}: {str(exc)[:200]}"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# one unit
+# --------------------------------------------------------------------------------------------
+
+def _clean(rec: dict) -> dict:
+    out = {}
+    for k, v in rec.items():
+        if k.endswith("_ci"):
+            continue
+        if isinstance(v, (np.floating, np.integer)):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def _score_record(ctx, name, side, family, n_t, proba, fit_s, **extra) -> dict:
+    from healthtransfer.evaluation.metrics import score
+
+    m = ctx.eval_mask
+    p = np.asarray(proba, float)[m]
+    if ctx.n_classes == 2 and p.ndim == 2:
+        p = p[:, 1]
+    rec = dict(method=name, side=side, family=family, sources=list(ctx.sources), target=ctx.target,
+               n_labeled=int(n_t), seed=int(ctx.seed), n_test=int(m.sum()), fit_seconds=float(fit_s))
+    rec.update(score(ctx.yte[m], p, ctx.n_classes))
+    rec.update(extra)
+    return rec
+
+
+def run_bench_unit(cfg: BenchConfig, ds, target: str, seed: int,
+                   extras: Callable | None = None) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except Exception:  # pragma: no cover
+            pass
+        try:
+            return _run_bench_unit(cfg, ds, target, seed, extras)
+        except Exception as exc:  # keep the rest of the run; the unit is reported as skipped
+            import traceback
+
+            return dict(records=[], selections=[], seconds=0.0, phases={},
+                        skipped=[dict(target=target, seed=seed, n_labeled=None, method="(unit)",
+                                      reason=f"unit failed: {type(exc).__name__}: {str(exc)[:300]}",
+                                      traceback=traceback.format_exc()[-2000:])])
+
+
+def _run_bench_unit(cfg, ds, target, seed, extras):
+    from healthtransfer.data.splits import label_budget
+    from healthtransfer.methods import get_method
+    from healthtransfer.study.config import SelectionSection
+    from healthtransfer.study.run import run_unit
+
+    sources = cfg.sources_by_target[target]
+    budgets = cfg.budgets_by_target[target]
+    t_unit = time.perf_counter()
+    phases = {}
+    records: list[dict] = []
+    skipped: list[dict] = []
+    # 1. ours, through the product's runner
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        recs, sk, _, _ = run_unit(ds, sources, target, seed, budgets, cfg.methods, cfg.test_fraction, False, None)
+    for r in recs:
+        r = _clean(r)
+        r["side"] = "reference" if str(r["method"]).startswith("reference:") else "ours"
+        records.append(r)
+    skipped += [_clean(s) for s in sk]
+    phases["ours"] = round(time.perf_counter() - t_unit)
+    # 2. selection, exactly as a study runs it, over the candidate pool
+    selections = []
+    if cfg.selection:
+        n_cls = len(ds.class_names) if ds.class_names else 2
+        pool = [m for m in cfg.selection_pool if n_cls == 2 or get_method(m).multiclass]
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            srecs, _, _, sels = run_unit(ds, sources, target, seed, budgets, pool, cfg.test_fraction, False,
+                                         SelectionSection(diagnose=False))
+        sel_s = time.perf_counter() - t0
+        phases["selection"] = round(sel_s)
+        n_b = max(1, len({r["n_labeled"] for r in srecs}))
+        for r in srecs:
+            if r["method"] == "selected":
+                r = _clean(r)
+                r["side"] = "selected"
+                r["fit_seconds"] = sel_s / n_b  # candidates' fits + CV, per budget
+                records.append(r)
+        for s in sels:
+            selections.append({k: s[k] for k in ("target", "seed", "n_labeled", "chosen", "criterion", "reason",
+                                                 "best_candidate", "best_baseline", "calibration")})
+    # 3. skada, on the same matrices (fitted once: skada masks target labels)
+    ctx = unit_context(ds, sources, target, seed, cfg.test_fraction)
+    if len(np.unique(ctx.yte)) < 2:
+        return dict(records=records, skipped=skipped, selections=selections, seconds=time.perf_counter() - t_unit)
+    done_budgets = sorted({r["n_labeled"] for r in records if r["side"] == "ours"})
+    t0 = time.perf_counter()
+    sk_out = run_skada(ctx, cfg.skada) if cfg.skada else []
+    phases["skada"] = round(time.perf_counter() - t0)
+    for name, proba, fit_s, err in sk_out:
+        if proba is None:
+            skipped.append(dict(target=target, seed=seed, n_labeled=None, method=f"skada:{name}", reason=err))
+            continue
+        for n_t in done_budgets:
+            records.append(_score_record(ctx, f"skada:{name}", "skada", "skada", n_t, proba, fit_s,
+                                         labels_used=False))
+    # 4. dataset-specific extras, per budget, on the same split and labelled draw
+    if extras is not None:
+        for n_t in done_budgets:
+            lab = label_budget(ctx.yp, np.arange(len(ctx.pool)), n_t, seed=seed)
+            for name, family, proba, fit_s in extras(ctx, n_t, lab):
+                records.append(_score_record(ctx, name, "extra", family, n_t, proba, fit_s))
+    return dict(records=records, skipped=skipped, selections=selections, seconds=time.perf_counter() - t_unit,
+                phases=phases)
+
+
+# --------------------------------------------------------------------------------------------
+# driver
+# --------------------------------------------------------------------------------------------
+
+def run_benchmark(cfg: BenchConfig, ds, extras: Callable | None = None, out_dir: Path = RESULTS,
+                  progress: bool = True, extra_md: Callable | None = None) -> dict:
+    from joblib import Parallel, delayed
+
+    t0 = time.perf_counter()
+    units = [(t, s) for t in cfg.sources_by_target for s in cfg.seeds]
+    jobs = (delayed(run_bench_unit)(cfg, ds, t, s, extras) for t, s in units)
+    results = []
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = out_dir / f"{cfg.name}.partial.json"
+    for i, res in enumerate(Parallel(n_jobs=cfg.n_jobs, return_as="generator_unordered")(jobs), 1):
+        results.append(res)
+        if progress:
+            print(f"[{cfg.name}] unit {i}/{len(units)} done in {res['seconds']:.0f}s {res.get('phases')} "
+                  f"(elapsed {time.perf_counter() - t0:.0f}s)", flush=True)
+            partial.write_text(json.dumps(_jsonable(results), allow_nan=True))
+    if partial.exists():
+        partial.unlink()
+    records = [r for res in results for r in res["records"]]
+    records.sort(key=lambda r: (r["target"], r["seed"], r["n_labeled"], r["method"]))
+    out = dict(
+        benchmark=cfg.name, title=cfg.title, protocol=cfg.protocol,
+        config=dict(pairs={t: cfg.sources_by_target[t] for t in cfg.sources_by_target},
+                    budgets=cfg.budgets_by_target, seeds=list(cfg.seeds), methods=cfg.methods,
+                    skada=[f"skada:{n}" for n in cfg.skada], selection=cfg.selection,
+                    selection_pool=cfg.selection_pool if cfg.selection else [], n_jobs=cfg.n_jobs,
+                    headline=cfg.headline, secondary=list(cfg.secondary)),
+        environment=_environment(),
+        seconds=time.perf_counter() - t0,
+        unit_seconds=[res["seconds"] for res in results],
+        unit_phases=[res.get("phases", {}) for res in results],
+        records=records,
+        skipped=[s for res in results for s in res["skipped"]],
+        selections=[s for res in results for s in res["selections"]],
+        notes=cfg.notes,
+    )
+    out["summary"] = summarise(out, cfg)
+    (out_dir / f"{cfg.name}.json").write_text(json.dumps(_jsonable(out), indent=1, allow_nan=True))
+    md = markdown(out, cfg)
+    if extra_md is not None:
+        head, sep, rest = md.partition("## Pair-averaged")
+        md = head + extra_md(out, _frame(out)) + "\n" + sep + rest
+    (out_dir / f"{cfg.name}.md").write_text(md)
+    return out
+
+
+def _environment() -> dict:
+    import importlib.metadata as md
+
+    env = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
+    for pkg in ("healthtransfer", "scikit-learn", "skada", "torch", "lightgbm", "POT", "numpy"):
+        try:
+            env[pkg] = md.version(pkg)
+        except Exception:
+            pass
+    return env
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return [_jsonable(v) for v in o.tolist()]
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
+# --------------------------------------------------------------------------------------------
+# summaries and the Markdown report
+# --------------------------------------------------------------------------------------------
+
+def _frame(out) -> pd.DataFrame:
+    df = pd.DataFrame.from_records(out["records"])
+    if "side" not in df:
+        df["side"] = "ours"
+    return df
+
+
+def per_target(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    g = df.groupby(["method", "target", "n_labeled"])[metric]
+    return g.agg(["mean", "std", "count"]).reset_index()
+
+
+def paired_delta(df: pd.DataFrame, metric: str, ref: str) -> pd.DataFrame:
+    """Mean paired Δ (method − ref) per (method, n_t) over (target, seed), and win rate."""
+    base = df[df.method == ref][["target", "seed", "n_labeled", metric]].rename(columns={metric: "_ref"})
+    # source-only baselines do not depend on n_t: pair each budget with the n_t = 0 fit if needed
+    if base.empty:
+        return pd.DataFrame(columns=["method", "n_labeled", "delta", "win", "pairs"])
+    m = df.merge(base, on=["target", "seed", "n_labeled"], how="inner")
+    m["_d"] = m[metric] - m["_ref"]
+    m = m[np.isfinite(m["_d"])]
+    sign = 1 if _higher(metric) else -1
+    g = m.groupby(["method", "n_labeled"])
+    res = g["_d"].agg(delta="mean", pairs="count").reset_index()
+    res["win"] = g["_d"].apply(lambda d: float(np.mean(sign * d > 0))).to_numpy()
+    return res
+
+
+def summarise(out: dict, cfg: BenchConfig) -> dict:
+    df = _frame(out)
+    if df.empty:
+        return {}
+    h = cfg.headline
+    hb = _higher(h)
+    pt = per_target(df, h)
+    side = df.groupby("method")["side"].first().to_dict()
+    family = df.groupby("method")["family"].first().to_dict()
+    headline = []
+    for (t, n_t), grp in pt.groupby(["target", "n_labeled"]):
+        grp = grp.set_index("method")
+
+        def best(names):
+            g = grp.loc[[n for n in names if n in grp.index]]
+            g = g[np.isfinite(g["mean"])]
+            if g.empty:
+                return None, float("nan")
+            i = g["mean"].idxmax() if hb else g["mean"].idxmin()
+            return i, float(g.loc[i, "mean"])
+
+        ours_tr = [m for m in grp.index if side.get(m) == "ours" and family.get(m) != "baseline"]
+        ours_all = [m for m in grp.index if side.get(m) == "ours"]
+        sk = [m for m in grp.index if side.get(m) == "skada" and m != "skada:SourceOnly"]
+        base = [m for m in grp.index if m in BASELINES]
+        pool = [m for m in grp.index if m in cfg.selection_pool]
+        row = dict(target=t, n_labeled=int(n_t))
+        for key, names in (("best_ours", ours_tr), ("best_ours_any", ours_all), ("best_skada", sk),
+                           ("best_baseline", base), ("oracle", pool)):
+            name, val = best(names)
+            row[key] = name
+            row[f"{key}_{h}"] = val
+        if "selected" in grp.index:
+            row[f"selected_{h}"] = float(grp.loc["selected", "mean"])
+            row["selected_seeds"] = int(grp.loc["selected", "count"])
+        row["seeds"] = int(grp["count"].max())
+        headline.append(row)
+    return {"headline": headline}
+
+
+def _fmt(mean, std=None, digits=3):
+    if mean is None or (isinstance(mean, float) and not math.isfinite(mean)):
+        return "—"
+    if std is None or not math.isfinite(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _order(df: pd.DataFrame, cfg: BenchConfig) -> list[str]:
+    side_rank = {"reference": 0, "ours": 1, "extra": 2, "selected": 3, "skada": 4}
+    from healthtransfer.methods import available_methods
+
+    reg = list(available_methods())
+    first = df.groupby("method")["side"].first()
+
+    def key(m):
+        s = first[m]
+        return (side_rank.get(s, 9), reg.index(m) if m in reg else 999, m)
+
+    return sorted(first.index, key=key)
+
+
+def _display(m: str, labels_used: dict) -> str:
+    return m + (" †" if m.startswith("skada:") else "")
+
+
+def markdown(out: dict, cfg: BenchConfig) -> str:
+    df = _frame(out)
+    h = cfg.headline
+    lines = [f"# {cfg.title}", ""]
+    lines += [f"Protocol: {cfg.protocol}. Generated by `python benchmarks/{cfg.name}.py` "
+              f"in {out['seconds'] / 60:.1f} min ({len(out['unit_seconds'])} units, n_jobs={cfg.n_jobs}).", ""]
+    seeds = out["config"]["seeds"]
+    lines += [f"- Pairs: {', '.join(cfg.pair_label(t) for t in cfg.sources_by_target)}; "
+              f"seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}); budgets "
+              + "; ".join(f"{t}: {cfg.budgets_by_target[t]}" for t in cfg.sources_by_target) + "."]
+    lines += [f"- Headline metric: **{h}**" + (f"; also {', '.join(cfg.secondary)}" if cfg.secondary else "")
+              + ". Mean ± std over seeds; paired comparisons use the same (target, seed, test rows)."]
+    lines += ["- † skada pipelines (`make_da_pipeline(adapter, LogisticRegression)`) mask target labels: "
+              "they use the unlabelled pool only, so their numbers do not change with n_t (one fit per "
+              "(target, seed), scored on the same test rows at every budget)."]
+    for n in cfg.notes:
+        lines.append(f"- {n}")
+    lines.append("")
+    if df.empty:
+        return "\n".join(lines + ["No records."])
+    order = _order(df, cfg)
+    targets = list(cfg.sources_by_target)
+    summ = out.get("summary", {}).get("headline", [])
+
+    # --- headline
+    lines += ["## Headline", "", f"Per target and budget: mean {h} of the best of each group (best by mean "
+              "over seeds, so each 'best' is optimistic: it is picked with the test labels). "
+              "`selected` is the product's selection (no test labels); `oracle` is the best member of the "
+              "selection pool by mean test " + h + " (reference only).", ""]
+    lines += ["| target | n_t | seeds | best ours (transfer) | best skada | best baseline | selected | oracle | "
+              "ours − skada | ours − baseline |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in summ:
+        bo, bs, bb = r.get(f"best_ours_{h}"), r.get(f"best_skada_{h}"), r.get(f"best_baseline_{h}")
+
+        def d(a, b):
+            return f"{a - b:+.3f}" if a is not None and b is not None and math.isfinite(a) and math.isfinite(b) else "—"
+
+        lines.append(
+            f"| {r['target']} | {r['n_labeled']} | {r['seeds']} | {r.get('best_ours') or '—'} {_fmt(bo)} | "
+            f"{r.get('best_skada') or '—'} {_fmt(bs)} | {r.get('best_baseline') or '—'} {_fmt(bb)} | "
+            f"{_fmt(r.get(f'selected_{h}'))} | {r.get('oracle') or '—'} {_fmt(r.get(f'oracle_{h}'))} | "
+            f"{d(bo, bs)} | {d(bo, bb)} |")
+    lines.append("")
+
+    # --- pair-averaged table with paired deltas
+    budgets = sorted(df.n_labeled.unique())
+    refs = [m for m in ("source_gbm", "source_lr") if m in set(df.method)]
+    deltas = {ref: paired_delta(df, h, ref) for ref in refs}
+    pt = per_target(df, h)
+    fit_med = df.groupby("method")["fit_seconds"].median()
+    lines += ["## Pair-averaged " + h, "",
+              f"Mean over targets of the per-target mean {h} (a method missing on a target is averaged over the "
+              "targets it ran on; count in brackets when fewer). Δ = mean paired difference vs the source-only "
+              "model on the same (target, seed); win = share of (target, seed) where the method is better. "
+              "Fit time: median seconds per fit (selected: its whole run per budget, incl. CV).", ""]
+    head = "| method | " + " | ".join(f"n_t={b}" for b in budgets)
+    for ref in refs:
+        head += " | " + " | ".join(f"Δ {ref} (win) n_t={b}" for b in budgets)
+    head += " | fit s |"
+    lines += [head, "|" + "---|" * (1 + len(budgets) * (1 + len(refs)) + 1)]
+    n_targets = len(targets)
+    for m in order:
+        cells = []
+        for b in budgets:
+            g = pt[(pt.method == m) & (pt.n_labeled == b)]
+            if g.empty:
+                cells.append("—")
+                continue
+            v = g["mean"].mean()
+            cells.append(_fmt(v) + (f" [{len(g)}]" if len(g) < sum(b in cfg.budgets_by_target[t] for t in targets) else ""))
+        for ref in refs:
+            dd = deltas[ref]
+            for b in budgets:
+                g = dd[(dd.method == m) & (dd.n_labeled == b)]
+                if g.empty or m == ref:
+                    cells.append("—")
+                else:
+                    cells.append(f"{g['delta'].iloc[0]:+.3f} ({g['win'].iloc[0]:.0%})")
+        lines.append(f"| {_display(m, {})} | " + " | ".join(cells) + f" | {fit_med.get(m, float('nan')):.2f} |")
+    lines.append("")
+    _ = n_targets
+
+    # --- per target tables, headline + secondary
+    for metric in (h, *cfg.secondary):
+        if metric not in df:
+            continue
+        pt_m = per_target(df, metric)
+        lines += [f"## Per target: {metric} (mean ± std over seeds)", ""]
+        cols = [(t, b) for t in targets for b in cfg.budgets_by_target[t]]
+        lines += ["| method | " + " | ".join(f"{t} n_t={b}" for t, b in cols) + " |", "|" + "---|" * (1 + len(cols))]
+        for m in order:
+            cells = []
+            for t, b in cols:
+                g = pt_m[(pt_m.method == m) & (pt_m.target == t) & (pt_m.n_labeled == b)]
+                cells.append("—" if g.empty else _fmt(g["mean"].iloc[0], g["std"].iloc[0]))
+            lines.append(f"| {_display(m, {})} | " + " | ".join(cells) + " |")
+        lines.append("")
+
+    # --- seeds kept, skips, selection choices
+    lines += ["## Seeds kept and skips", ""]
+    kept = df[df.method == (refs[0] if refs else order[0])].groupby(["target", "n_labeled"])["seed"].nunique()
+    lines += ["| target | " + " | ".join(f"n_t={b}" for b in budgets) + " |", "|" + "---|" * (1 + len(budgets))]
+    for t in targets:
+        lines.append(f"| {t} | " + " | ".join(str(int(kept.get((t, b), 0))) if b in cfg.budgets_by_target[t] else "—"
+                                              for b in budgets) + " |")
+    lines.append("")
+    sk = pd.DataFrame.from_records(out["skipped"]) if out["skipped"] else pd.DataFrame()
+    if not sk.empty:
+        sk["method"] = sk.get("method", pd.Series([None] * len(sk))).fillna("(unit)")
+        sk["reason"] = sk["reason"].astype(str).str.slice(0, 90)
+        agg = sk.groupby(["method", "target", "reason"], dropna=False).size().reset_index(name="count")
+        lines += ["Skipped fits (method, target, reason, count over seeds × budgets):", ""]
+        lines += ["| method | target | reason | count |", "|---|---|---|---|"]
+        for _, r in agg.iterrows():
+            lines.append(f"| {r['method']} | {r['target']} | {r['reason']} | {r['count']} |")
+        lines.append("")
+    if out["selections"]:
+        sel = pd.DataFrame.from_records(out["selections"])
+        lines += ["## What selection chose", "", "Chosen candidate counts over seeds, per target and budget "
+                  "(criterion: target_cv when n_t > 0, iwcv+dev at n_t = 0).", ""]
+        lines += ["| target | n_t | chosen (count) |", "|---|---|---|"]
+        for (t, b), g in sel.groupby(["target", "n_labeled"]):
+            vc = g["chosen"].value_counts()
+            lines.append(f"| {t} | {b} | " + ", ".join(f"{k} ({v})" for k, v in vc.items()) + " |")
+        lines.append("")
+    if "skada:SourceOnly" in set(df.method) and "source_lr" in set(df.method):
+        a = df[df.method == "skada:SourceOnly"].set_index(["target", "seed", "n_labeled"])[h]
+        b = df[df.method == "source_lr"].set_index(["target", "seed", "n_labeled"])[h]
+        j = (a - b).dropna().abs()
+        lines += [f"Parity check: `skada:SourceOnly` vs our `source_lr` on the same matrices: max |Δ {h}| = "
+                  f"{j.max():.4f} over {len(j)} (target, seed, n_t).", ""]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 1 target, cheap methods")
+    p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..n-1)")
+    p.add_argument("--targets", nargs="*", default=None)
+    p.add_argument("--methods", nargs="*", default=None, help="our methods (default: the benchmark's list)")
+    p.add_argument("--skada", nargs="*", default=None, help="skada methods (default: the benchmark's list)")
+    p.add_argument("--budgets", nargs="*", type=int, default=None)
+    p.add_argument("--no-selection", action="store_true")
+    p.add_argument("--n-jobs", type=int, default=2)
+    p.add_argument("--out-dir", default=None, help="default benchmarks/results (quick: benchmarks/results/quick)")
+    return p
+
+
+def apply_cli(cfg: BenchConfig, args, quick_methods: list[str], quick_skada: list[str]) -> tuple[BenchConfig, Path]:
+    if args.quick:
+        cfg.seeds = list(range(2))
+        first = next(iter(cfg.sources_by_target))
+        cfg.sources_by_target = {first: cfg.sources_by_target[first]}
+        cfg.methods = list(quick_methods)
+        cfg.skada = list(quick_skada)
+        cfg.selection_pool = [m for m in cfg.selection_pool if m in quick_methods] or list(quick_methods)
+        cfg.notes = ["QUICK smoke run: not a result."] + cfg.notes
+    if args.seeds is not None:
+        cfg.seeds = list(range(args.seeds))
+    if args.targets:
+        cfg.sources_by_target = {t: cfg.sources_by_target[t] for t in args.targets}
+    if args.methods is not None:
+        cfg.methods = list(args.methods)
+        if args.quick:
+            cfg.selection_pool = [m for m in cfg.selection_pool if m in cfg.methods] or list(cfg.methods)
+    if args.skada is not None:
+        cfg.skada = list(args.skada)
+    if args.budgets:
+        cfg.budgets_by_target = {t: [b for b in args.budgets if b in cfg.budgets_by_target[t]] or list(args.budgets)
+                                 for t in cfg.sources_by_target}
+    cfg.budgets_by_target = {t: cfg.budgets_by_target[t] for t in cfg.sources_by_target}
+    if args.no_selection:
+        cfg.selection = False
+    cfg.n_jobs = args.n_jobs
+    out_dir = Path(args.out_dir) if args.out_dir else (RESULTS / "quick" if args.quick else RESULTS)
+    return cfg, out_dir

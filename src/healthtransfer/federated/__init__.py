@@ -1,0 +1,64 @@
+"""Federated training and federated transfer across sites, on Flower.
+
+Each site (hospital) is a Flower client holding only its own harmonised rows; the study file's
+``[federated]`` table says which sites, how many rounds, which strategy (FedAvg, FedProx), which
+model (logistic regression or a small MLP), the local epochs, personalisation and privacy.
+
+What leaves each site
+---------------------
+* Preprocessing: per numeric feature the count of observed values, their sum and their sum of
+  squares; per categorical feature the set of levels seen; the number of training rows. Never
+  a row. The server adds these up and sends the merged statistics back.
+* Training: the locally updated model parameters and the number of training rows, once per
+  round. With ``secagg = true`` (Flower's SecAgg+) the server only receives masked vectors and
+  can only reconstruct their (weighted) sum; with ``privacy.mode = "dp-sgd"`` (Opacus) those
+  parameters are differentially private per record, and each site reports its spent epsilon;
+  with ``"client-clipping"`` (Flower's ``DifferentialPrivacyClientSideFixedClipping``) the
+  update is clipped at the site and the server adds noise to the sum (site-level DP).
+* Evaluation: metrics only (test-row count, AUROC, accuracy) of the global model and, with
+  ``personalise = "finetune"``, of the model fine-tuned locally. Fine-tuned weights stay at
+  the site.
+* Domain adaptation (``personalise = "coral"``, ``target_labels = false``): the unlabelled
+  target shares the mean vector and covariance matrix of its preprocessed features (aggregate
+  feature statistics), never rows or labels, and takes no part in training; source sites
+  re-colour their rows with those moments (CORAL) before each local update.
+
+Run it
+------
+``healthtransfer federate STUDY.toml --simulate`` (Flower simulation runtime on one machine), or
+:func:`federate` from Python.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._preprocess import FederatedPreprocessor, local_stats, merge_stats
+from ._validate import check_update, split_valid, weighted_average
+
+__all__ = [
+    "FederatedPreprocessor",
+    "check_update",
+    "federate",
+    "local_stats",
+    "merge_stats",
+    "split_valid",
+    "weighted_average",
+]
+
+
+def federate(study_path_or_study, *, simulate: bool = True, out: str | Path | None = None, **kw) -> dict:
+    """Run the study's ``[federated]`` job and return its report (per-site AUROC/accuracy,
+    per-round log of dropped/rejected clients, spent epsilon). ``out``: also write it as JSON."""
+    from ..errors import UserInputError
+    from ..study.config import Study, load_study
+    from ._run import plan_from_study, simulate as _simulate, write_result
+
+    study = study_path_or_study if isinstance(study_path_or_study, Study) else load_study(study_path_or_study)
+    cfg, spec, sites, frames = plan_from_study(study)
+    if not simulate:
+        raise UserInputError("deployment mode is not available from `federate` yet", where="federate",
+                             fix="pass --simulate")
+    result = _simulate(cfg, spec, sites, frames, **kw)
+    write_result(result, out)
+    return result

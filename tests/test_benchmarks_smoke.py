@@ -1,0 +1,65 @@
+"""Smoke test of the benchmark scripts: a tiny --quick run of each, and the JSON shape.
+
+Tiny on purpose (1 seed, 1 target, 3 of our methods, 1 skada pipeline, 2 budgets, in-process
+with n_jobs=1), so the three runs together take well under a minute.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+DATA = Path("/work/shared/data")
+
+CASES = [
+    ("heart_shift", ["source_lr", "pooled_lr", "coral_lr"], ["0", "10"], "auroc", False),
+    ("eicu_region", ["source_lr", "pooled_lr", "reference_recalibration"], ["0", "50"], "auroc", True),
+    ("wearable_device", ["source_lr", "target_lr", "domain_std_lr"], ["0", "30"], "accuracy", True),
+]
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("name,methods,budgets,metric,needs_data", CASES, ids=[c[0] for c in CASES])
+def test_quick_run_json_shape(tmp_path, name, methods, budgets, metric, needs_data):
+    if needs_data and not DATA.is_dir():
+        pytest.skip("shared data folder not available")
+    mod = _load(name)
+    mod.main(["--quick", "--seeds", "1", "--methods", *methods, "--skada", "SourceOnly",
+              "--budgets", *budgets, "--n-jobs", "1", "--out-dir", str(tmp_path)])
+    out = json.loads((tmp_path / f"{name}.json").read_text())
+    assert out["benchmark"] == name
+    for key in ("title", "protocol", "config", "environment", "seconds", "records", "skipped", "selections",
+                "summary", "notes"):
+        assert key in out, key
+    assert out["config"]["headline"] == metric
+    assert len(out["config"]["pairs"]) == 1 and out["config"]["seeds"] == [0]
+    recs = out["records"]
+    assert recs, "no records"
+    for r in recs:
+        for key in ("method", "side", "family", "target", "n_labeled", "seed", "n_test", "fit_seconds", metric):
+            assert key in r, (key, r)
+    sides = {r["side"] for r in recs}
+    assert {"ours", "skada"} <= sides
+    ours = {r["method"] for r in recs if r["side"] == "ours"}
+    assert ours <= set(methods) and "source_lr" in ours
+    assert {r["n_labeled"] for r in recs} <= {int(b) for b in budgets}
+    assert all(r["method"] == "skada:SourceOnly" for r in recs if r["side"] == "skada")
+    head = out["summary"]["headline"]
+    assert head and all({"target", "n_labeled", "best_baseline", f"best_baseline_{metric}"} <= set(h) for h in head)
+    md = (tmp_path / f"{name}.md").read_text()
+    assert "## Headline" in md and "## Pair-averaged" in md
+    if name == "eicu_region":
+        assert any(r["method"] == "reference:apache_iv" for r in recs)
+        assert "## Against APACHE IV" in md
+    if out["config"]["selection"]:
+        assert any(r["method"] == "selected" for r in recs)
