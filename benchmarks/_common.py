@@ -662,7 +662,26 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--no-selection", action="store_true")
     p.add_argument("--n-jobs", type=int, default=2)
     p.add_argument("--out-dir", default=None, help="default benchmarks/results (quick: benchmarks/results/quick)")
+    p.add_argument("--report-only", action="store_true",
+                   help="do not run: rebuild the summary and the .md from the existing JSON")
     return p
+
+
+def run_or_report(cfg: BenchConfig, args, load: Callable, out_dir: Path, extras: Callable | None = None,
+                  extra_md: Callable | None = None) -> dict:
+    if not args.report_only:
+        return run_benchmark(cfg, load(), extras=extras, out_dir=out_dir, progress=not args.quick, extra_md=extra_md)
+    path = Path(out_dir) / f"{cfg.name}.json"
+    out = json.loads(path.read_text())
+    out["notes"] = cfg.notes
+    out["summary"] = summarise(out, cfg)
+    path.write_text(json.dumps(_jsonable(out), indent=1, allow_nan=True))
+    md = markdown(out, cfg)
+    if extra_md is not None:
+        head, sep, rest = md.partition("## Pair-averaged")
+        md = head + extra_md(out, _frame(out)) + "\n" + sep + rest
+    (Path(out_dir) / f"{cfg.name}.md").write_text(md)
+    return out
 
 
 def apply_cli(cfg: BenchConfig, args, quick_methods: list[str], quick_skada: list[str]) -> tuple[BenchConfig, Path]:

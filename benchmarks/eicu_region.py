@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    DATA_DIR, SELECTION_POOL, SKADA_DEFAULT, BenchConfig, _fmt, apply_cli, base_parser, per_target, run_benchmark,
+    DATA_DIR, SELECTION_POOL, SKADA_DEFAULT, BenchConfig, _fmt, apply_cli, base_parser, per_target, run_or_report,
 )
 
 SOURCE = "Midwest"
@@ -167,8 +167,7 @@ def main(argv=None):
     args = base_parser(__doc__).parse_args(argv)
     cfg, out_dir = apply_cli(config(), args, quick_methods=["source_lr", "pooled_lr", "reference_recalibration"],
                              quick_skada=["SourceOnly", "CORAL"])
-    out = run_benchmark(cfg, load(), extras=extras, out_dir=out_dir, progress=not args.quick,
-                        extra_md=anchor_section)
+    out = run_or_report(cfg, args, load, out_dir, extras=extras, extra_md=anchor_section)
     print(f"wrote {out_dir / (cfg.name + '.json')} and .md in {out['seconds']:.0f}s")
     return out
 

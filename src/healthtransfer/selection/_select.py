@@ -10,7 +10,9 @@ depends on what is available:
 
 Recognising when not to adapt: the best candidate replaces the best *baseline* only if it
 beats it by more than ``margin`` standard errors of the paired difference (bootstrap over the
-same out-of-fold rows). Otherwise the baseline is kept and the record says so.
+same out-of-fold rows) and by more than ``min_gain`` AUROC (the bootstrap ignores the noise of
+refitting, so tiny but consistent gains of near-identical models would otherwise pass).
+Otherwise the baseline is kept and the record says so.
 """
 
 from __future__ import annotations
@@ -120,7 +122,7 @@ def _paired_gain(a: OOF, b: OOF, n_boot: int = 200, seed: int = 0) -> tuple[floa
 
 
 def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int = 0,
-           margin: float = 1.0, n_splits_target: int = 5, n_splits_source: int = 3,
+           margin: float = 1.0, min_gain: float = 0.01, n_splits_target: int = 5, n_splits_source: int = 3,
            extra_columns: Callable[[Candidate], tuple[np.ndarray, np.ndarray]] | None = None) -> Selection:
     """Score every candidate on the fit rows only and choose one (see the module docstring).
 
@@ -170,10 +172,10 @@ def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int =
     chosen, reason = best, f"highest {criterion} score"
     if best_base is not None and best != best_base:
         gain, sd_gain = _paired_gain(oofs[best], oofs[best_base], seed=seed)
-        if not (gain > margin * sd_gain):
+        if not (gain > margin * sd_gain and gain > min_gain):
             chosen = best_base
             reason = (f"kept baseline {best_base}: the best candidate {best} gained {gain:+.3f} AUROC "
-                      f"(se {sd_gain:.3f}) on {criterion}, not more than {margin:g} se")
+                      f"(se {sd_gain:.3f}) on {criterion}, not more than {margin:g} se and {min_gain:g}")
         else:
             reason = f"{best} beat baseline {best_base} by {gain:+.3f} AUROC (se {sd_gain:.3f}) on {criterion}"
     return Selection(chosen=chosen, criterion=criterion, reason=reason, scores=scores,

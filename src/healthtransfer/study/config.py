@@ -125,6 +125,7 @@ class SelectionSection(_Strict):
     enabled: bool = True
     grid: bool = False  # also try each method's small hyper-parameter grid
     margin: float = Field(default=1.0, ge=0, description="standard errors a method must beat the best baseline by")
+    min_gain: float = Field(default=0.01, ge=0, description="and the AUROC it must beat it by")
     calibrate: bool = True
     folds_target: int = Field(default=5, ge=2, le=20)
     folds_source: int = Field(default=3, ge=2, le=20)

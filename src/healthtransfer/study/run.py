@@ -280,7 +280,7 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
         extra = (lambda c: ref_cols[0]) if ref_cols is not None else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            choice = select(runnable, X_train, y_train, sd, n_classes, seed=seed, margin=sel.margin,
+            choice = select(runnable, X_train, y_train, sd, n_classes, seed=seed, margin=sel.margin, min_gain=sel.min_gain,
                             n_splits_target=sel.folds_target, n_splits_source=sel.folds_source, extra_columns=extra)
         chosen = next(c for c in runnable if c.name == choice.chosen)
         proba = test_proba[chosen.name]
