@@ -345,7 +345,8 @@ def run_benchmark(cfg: BenchConfig, ds, extras: Callable | None = None, out_dir:
     from joblib import Parallel, delayed
 
     t0 = time.perf_counter()
-    units = [(t, s) for t in cfg.sources_by_target for s in cfg.seeds]
+    # seed-major, so a run stopped early still covers every target with its first seeds
+    units = [(t, s) for s in cfg.seeds for t in cfg.sources_by_target]
     jobs = (delayed(run_bench_unit)(cfg, ds, t, s, extras) for t, s in units)
     results = []
     out_dir = Path(out_dir)
@@ -356,27 +357,11 @@ def run_benchmark(cfg: BenchConfig, ds, extras: Callable | None = None, out_dir:
         if progress:
             print(f"[{cfg.name}] unit {i}/{len(units)} done in {res['seconds']:.0f}s {res.get('phases')} "
                   f"(elapsed {time.perf_counter() - t0:.0f}s)", flush=True)
-            partial.write_text(json.dumps(_jsonable(results), allow_nan=True))
+            partial.write_text(json.dumps(_jsonable(dict(results=results, config=_config(cfg),
+                                                         elapsed=time.perf_counter() - t0)), allow_nan=True))
     if partial.exists():
         partial.unlink()
-    records = [r for res in results for r in res["records"]]
-    records.sort(key=lambda r: (r["target"], r["seed"], r["n_labeled"], r["method"]))
-    out = dict(
-        benchmark=cfg.name, title=cfg.title, protocol=cfg.protocol,
-        config=dict(pairs={t: cfg.sources_by_target[t] for t in cfg.sources_by_target},
-                    budgets=cfg.budgets_by_target, seeds=list(cfg.seeds), methods=cfg.methods,
-                    skada=[f"skada:{n}" for n in cfg.skada], selection=cfg.selection,
-                    selection_pool=cfg.selection_pool if cfg.selection else [], n_jobs=cfg.n_jobs,
-                    headline=cfg.headline, secondary=list(cfg.secondary)),
-        environment=_environment(),
-        seconds=time.perf_counter() - t0,
-        unit_seconds=[res["seconds"] for res in results],
-        unit_phases=[res.get("phases", {}) for res in results],
-        records=records,
-        skipped=[s for res in results for s in res["skipped"]],
-        selections=[s for res in results for s in res["selections"]],
-        notes=cfg.notes,
-    )
+    out = _assemble(cfg, results, time.perf_counter() - t0)
     out["summary"] = summarise(out, cfg)
     (out_dir / f"{cfg.name}.json").write_text(json.dumps(_jsonable(out), indent=1, allow_nan=True))
     md = markdown(out, cfg)
@@ -384,6 +369,32 @@ def run_benchmark(cfg: BenchConfig, ds, extras: Callable | None = None, out_dir:
         head, sep, rest = md.partition("## Pair-averaged")
         md = head + extra_md(out, _frame(out)) + "\n" + sep + rest
     (out_dir / f"{cfg.name}.md").write_text(md)
+    return out
+
+
+def _config(cfg: BenchConfig) -> dict:
+    return dict(pairs={t: cfg.sources_by_target[t] for t in cfg.sources_by_target},
+                budgets=cfg.budgets_by_target, seeds=list(cfg.seeds), methods=cfg.methods,
+                skada=[f"skada:{n}" for n in cfg.skada], selection=cfg.selection,
+                selection_pool=cfg.selection_pool if cfg.selection else [], n_jobs=cfg.n_jobs,
+                headline=cfg.headline, secondary=list(cfg.secondary))
+
+
+def _assemble(cfg: BenchConfig, results: list[dict], seconds: float) -> dict:
+    records = [r for res in results for r in res["records"]]
+    records.sort(key=lambda r: (r["target"], r["seed"], r["n_labeled"], r["method"]))
+    out = dict(
+        benchmark=cfg.name, title=cfg.title, protocol=cfg.protocol,
+        config=_config(cfg),
+        environment=_environment(),
+        seconds=seconds,
+        unit_seconds=[res["seconds"] for res in results],
+        unit_phases=[res.get("phases", {}) for res in results],
+        records=records,
+        skipped=[s for res in results for s in res["skipped"]],
+        selections=[s for res in results for s in res["selections"]],
+        notes=cfg.notes,
+    )
     return out
 
 
@@ -672,7 +683,23 @@ def run_or_report(cfg: BenchConfig, args, load: Callable, out_dir: Path, extras:
     if not args.report_only:
         return run_benchmark(cfg, load(), extras=extras, out_dir=out_dir, progress=not args.quick, extra_md=extra_md)
     path = Path(out_dir) / f"{cfg.name}.json"
-    out = json.loads(path.read_text())
+    partial = Path(out_dir) / f"{cfg.name}.partial.json"
+    if partial.exists():  # a run stopped at the deadline: report the units it completed
+        p = json.loads(partial.read_text())
+        results = p["results"]
+        done = {}
+        for res in results:
+            for r in res["records"]:
+                done.setdefault(r["target"], set()).add(r["seed"])
+        cfg.seeds = sorted({s for v in done.values() for s in v})
+        cfg.notes = [f"Run stopped at the time limit after {len(results)} (target, seed) units "
+                     f"({p.get('elapsed', float('nan')) / 60:.0f} min): seeds completed per target: "
+                     + "; ".join(f"{t}: {sorted(v)}" for t, v in sorted(done.items())) + "."] + cfg.notes
+        out = _assemble(cfg, results, float(p.get("elapsed", float("nan"))))
+        out["config"]["seeds_planned"] = p["config"]["seeds"]
+        out["partial"] = True
+    else:
+        out = json.loads(path.read_text())
     out["notes"] = cfg.notes
     out["summary"] = summarise(out, cfg)
     path.write_text(json.dumps(_jsonable(out), indent=1, allow_nan=True))
@@ -681,6 +708,8 @@ def run_or_report(cfg: BenchConfig, args, load: Callable, out_dir: Path, extras:
         head, sep, rest = md.partition("## Pair-averaged")
         md = head + extra_md(out, _frame(out)) + "\n" + sep + rest
     (Path(out_dir) / f"{cfg.name}.md").write_text(md)
+    if partial.exists():
+        partial.unlink()
     return out
 
 

@@ -120,12 +120,25 @@ def pct(xs, qs=(50, 95, 99)) -> dict:
         "max_ms": round(float(a.max()), 2)}
 
 
+async def _post(client, body, kinds: dict) -> bool:
+    """POST one prediction request; count failures by kind (HTTP status or exception)."""
+    try:
+        r = await client.post("/v1/predict", content=body)
+    except Exception as exc:
+        kinds[type(exc).__name__] = kinds.get(type(exc).__name__, 0) + 1
+        return False
+    if r.status_code != 200:
+        kinds[f"HTTP {r.status_code}"] = kinds.get(f"HTTP {r.status_code}", 0) + 1
+        return False
+    return True
+
+
 async def fixed_rate(client, bodies, rate, duration, max_inflight, grace):
     loop = asyncio.get_running_loop()
     n = int(round(rate * duration))
     sem = asyncio.Semaphore(max_inflight)
     lat, service, lag, fails = [], [], [], 0
-    unsent = 0
+    unsent, kinds = 0, {}
     t0 = loop.time() + 0.05
 
     async def one(i, due):
@@ -135,11 +148,7 @@ async def fixed_rate(client, bodies, rate, duration, max_inflight, grace):
             if start - t0 > duration + grace:
                 unsent += 1
                 return
-            try:
-                r = await client.post("/v1/predict", content=bodies[i % len(bodies)])
-                ok = r.status_code == 200
-            except Exception:
-                ok = False
+            ok = await _post(client, bodies[i % len(bodies)], kinds)
             end = loop.time()
             if ok:
                 lat.append(end - due)
@@ -157,7 +166,8 @@ async def fixed_rate(client, bodies, rate, duration, max_inflight, grace):
         tasks.append(asyncio.create_task(one(i, due)))
     await asyncio.gather(*tasks)
     elapsed = loop.time() - t0
-    return {"requests": n, "ok": len(lat), "failed": fails, "not_sent": unsent,
+    return {"requests": n, "ok": len(lat), "failed": fails, "failures": kinds,
+            "not_sent": unsent,
             "target_rate": rate, "achieved_rate": round(len(lat) / elapsed, 1),
             "elapsed_s": round(elapsed, 2),
             "latency_from_due": pct(lat), "latency_from_send": pct(service),
@@ -166,18 +176,14 @@ async def fixed_rate(client, bodies, rate, duration, max_inflight, grace):
 
 async def closed_loop(client, bodies, total, concurrency):
     loop = asyncio.get_running_loop()
-    lat, fails = [], 0
+    lat, fails, kinds = [], 0, {}
     counter = iter(range(total))
 
     async def worker():
         nonlocal fails
         for i in counter:
             t = loop.time()
-            try:
-                r = await client.post("/v1/predict", content=bodies[i % len(bodies)])
-                ok = r.status_code == 200
-            except Exception:
-                ok = False
+            ok = await _post(client, bodies[i % len(bodies)], kinds)
             if ok:
                 lat.append(loop.time() - t)
             else:
@@ -186,7 +192,8 @@ async def closed_loop(client, bodies, total, concurrency):
     t0 = loop.time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = loop.time() - t0
-    return {"requests": total, "ok": len(lat), "failed": fails, "concurrency": concurrency,
+    return {"requests": total, "ok": len(lat), "failed": fails, "failures": kinds,
+            "concurrency": concurrency,
             "elapsed_s": round(elapsed, 2), "throughput_rps": round(len(lat) / elapsed, 1),
             "latency": pct(lat)}
 
@@ -329,6 +336,12 @@ def markdown(out: dict) -> str:
         row("server CPU ms per record (batch)", lambda r: r["batch"]["server_cpu_ms_per_record"]),
         row("1-min load average at saturation start", lambda r: r["saturation"]["loadavg_1m_at_start"]),
         "",
+    ]
+    fails = {f"{n} {k}": r[k]["failures"] for n, r in (("service", s), ("minimal", m))
+             for k in ("fixed_rate", "saturation", "batch") if r[k].get("failures")}
+    if fails:
+        lines += [f"Failed requests by kind: {json.dumps(fails)}", ""]
+    lines += [
         "| goal | value | |",
         "|---|---:|---|",
     ]

@@ -22,7 +22,7 @@ METHODS = [
     "source_lr", "source_gbm", "target_lr", "target_gbm", "pooled_lr", "pooled_gbm",
     "domain_std_lr", "domain_std_gbm", "coral_lr", "coral_gbm", "sa_lr", "ot_map_lr", "iw_domain_lr",
     "label_shift_em_lr", "feat_aug_lr", "stacking_lr", "linear_prior",
-    "mlp_source", "dann", "deep_coral", "joint_mmd_linear", "finetune_last",
+    "mlp_source", "dann", "deep_coral", "finetune_last",
 ]
 SKADA = ["SourceOnly", "CORAL", "SubspaceAlignment", "LinearOTMapping", "OTMapping", "EntropicOTMapping",
          "DiscriminatorReweight", "GaussianReweight", "KLIEP"]

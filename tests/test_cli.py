@@ -69,7 +69,7 @@ def test_run_example_study(tmp_path):
     out = tmp_path / "out"
     res = runner.invoke(app, ["run", str(study), "--out", str(out), "--jobs", "1"])
     assert res.exit_code == 0, res.output
-    assert {r["method"] for r in json.loads((out / "results.json").read_text())["results"]} == {"source_lr", "pooled_lr"}
+    assert {r["method"] for r in json.loads((out / "results.json").read_text())["results"]} == {"source_lr", "pooled_lr", "selected"}
 
 
 def test_unknown_method_is_a_clean_error(tmp_path):
@@ -81,3 +81,34 @@ def test_unknown_method_is_a_clean_error(tmp_path):
     assert res.exit_code == 2
     assert "source_lr" in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_serve_keys_add_routes_and_stores_only_a_hash(tmp_path):
+    from healthtransfer.cli import route
+
+    keys = tmp_path / "keys.json"
+    res = runner.invoke(app, route(["serve", "keys", "add", str(keys), "--id", "ward", "--scope", "predict"]))
+    assert res.exit_code == 0, res.output
+    key = res.output.strip().splitlines()[-1]
+    assert len(key) > 20 and key not in keys.read_text()
+    assert route(["--debug", "serve", "keys", "add"]) == ["--debug", "serve-keys", "add"]
+    assert route(["serve", "bundle-dir"]) == ["serve", "bundle-dir"]
+
+
+def test_demo_writes_a_loadable_bundle(demo_out):
+    from healthtransfer.bundle import load_bundle
+
+    b = load_bundle(demo_out / "bundle")
+    p = b.predict_proba([{"age": 61, "sex": 1, "cp": 4, "trestbps": 140, "chol": 260, "fbs": 0,
+                          "restecg": 0, "thalach": 120, "exang": 1, "oldpeak": 2.0}])
+    assert 0 <= float(p[0, 1]) <= 1
+    assert (demo_out / "model_card.md").exists()
+
+
+def test_demo_report_has_the_reviewer_sections(demo_out):
+    page = (demo_out / "report.html").read_text()
+    for section in ("Recommendation", "Shift diagnostics", "Model selection", "Calibration", "Subgroups", "Explanations"):
+        assert f">{section}</h2>" in page, section
+    payload = json.loads((demo_out / "results.json").read_text())
+    assert payload["selected"] and {"chosen", "criterion", "n_labeled", "seed"} <= set(payload["selected"][0])
+    assert payload["selection_summary"] and payload["shift"]

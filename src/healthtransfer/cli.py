@@ -262,28 +262,24 @@ def diagnose(
     _guard(go)
 
 
-serve_app = typer.Typer(no_args_is_help=False, invoke_without_command=True,
-                        help="Serve a model bundle: REST API, web page, audit log and drift monitor.")
-app.add_typer(serve_app, name="serve")
-keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys for the service.")
-serve_app.add_typer(keys_app, name="keys")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys for the service (`healthtransfer serve keys add`).")
+# `serve BUNDLE` takes a positional argument, so click cannot also hold a `keys` sub-command
+# under it; main() routes `serve keys ...` here instead.
+app.add_typer(keys_app, name="serve-keys", hidden=True)
 
 
-@serve_app.callback()
+@app.command()
 def serve(
-    ctx: typer.Context,
-    bundle: Optional[Path] = typer.Argument(None, help="Bundle folder (OUT/bundle from `run` or `demo`)."),
+    bundle: Path = typer.Argument(..., help="Bundle folder (OUT/bundle from `run` or `demo`)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback by default."),
     port: int = typer.Option(8000, help="Port."),
     api_keys: Optional[Path] = typer.Option(None, "--api-keys", help="Key file from `healthtransfer serve keys add`."),
     audit_db: Optional[str] = typer.Option(None, "--audit-db", help="SQLite path or SQLAlchemy URL for the audit log."),
 ):
-    """Start the decision-support service for BUNDLE."""
-    if ctx.invoked_subcommand is not None:
-        return
-    if bundle is None:
-        typer.echo(ctx.get_help())
-        raise typer.Exit(2)
+    """Start the decision-support service for BUNDLE (API, web page, audit log, drift monitor).
+
+    Create API keys first with `healthtransfer serve keys add KEYFILE --id NAME --scope predict`.
+    """
 
     def go():
         from .serve import serve as run_server
@@ -360,11 +356,21 @@ def bundle_export(
     _guard(go)
 
 
+def route(argv: list[str]) -> list[str]:
+    """``serve keys ...`` -> ``serve-keys ...`` (see the comment at ``keys_app``)."""
+    for i, a in enumerate(argv):
+        if a == "serve" and argv[i + 1: i + 2] == ["keys"]:
+            return argv[:i] + ["serve-keys"] + argv[i + 2:]
+        if not a.startswith("-"):
+            break
+    return argv
+
+
 def main() -> None:  # console-script entry point
     # Keep third-party chatter (joblib, torch) off a user's terminal unless --debug.
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     try:
-        app()
+        app(args=route(sys.argv[1:]))
     except SystemExit as exc:
         sys.exit(exc.code)
 

@@ -14,6 +14,7 @@ Two modes:
 
 from __future__ import annotations
 
+import functools
 import math
 
 __all__ = ["noise_for_epsilon", "spent_epsilon", "planned_steps"]
@@ -24,6 +25,11 @@ def planned_steps(n_rows: int, batch_size: int, epochs_per_round: int, rounds: i
 
 
 def noise_for_epsilon(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    return _noise(round(float(epsilon), 9), round(float(delta), 12), round(float(sample_rate), 9), int(steps))
+
+
+@functools.lru_cache(maxsize=256)
+def _noise(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
     from opacus.accountants.utils import get_noise_multiplier
 
     return float(get_noise_multiplier(target_epsilon=float(epsilon), target_delta=float(delta),

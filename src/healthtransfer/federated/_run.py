@@ -9,6 +9,7 @@ the calling process. ``backend="ray"`` keeps Flower's own Ray backend.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 from pathlib import Path
@@ -87,6 +88,8 @@ def _backend_class():
 
         def process_message(self, message, context):
             try:
+                # a transport hands each node its own copy (mods such as SecAgg+ edit it in place)
+                message = copy.deepcopy(message)
                 app = self.app_fn()
                 out = app(message=message, context=context)
             except LoadClientAppError:

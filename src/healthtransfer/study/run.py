@@ -387,8 +387,9 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
     with _progress(progress, len(units), f"{study.study.name}: {len(names)} methods") as advance:
         from ._backends import parallel_backend
 
-        with parallel_backend(backend, n_jobs=n_jobs):  # "ray"/"dask": the same sweep on a cluster
-            for res in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
+        with parallel_backend(backend, n_jobs=n_jobs) as active:  # "ray"/"dask": same sweep on a cluster
+            as_ = "list" if active in ("ray", "dask") else "generator"  # ray: no generator support
+            for res in Parallel(n_jobs=n_jobs, return_as=as_)(jobs):
                 results.append(res)
                 advance()
     shift = {}
