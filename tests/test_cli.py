@@ -112,3 +112,17 @@ def test_demo_report_has_the_reviewer_sections(demo_out):
     payload = json.loads((demo_out / "results.json").read_text())
     assert payload["selected"] and {"chosen", "criterion", "n_labeled", "seed"} <= set(payload["selected"][0])
     assert payload["selection_summary"] and payload["shift"]
+
+
+def test_federate_command_runs_a_simulation(tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "federated_heart.toml"
+    text = example.read_text()
+    import re
+
+    study = tmp_path / "fed.toml"
+    study.write_text(re.sub(r"rounds\s*=\s*\d+", "rounds = 2", text))
+    res = runner.invoke(app, ["federate", str(study), "--simulate", "--out", str(tmp_path / "fed.json")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "fed.json").exists()

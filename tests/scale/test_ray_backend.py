@@ -53,7 +53,7 @@ def test_ray_backend_equals_local(local_ray):
     assert ray.is_initialized()  # the helper reused the test's cluster and left it running
     a = {_key(r): r for r in local.records}
     b = {_key(r): r for r in remote.records}
-    assert a.keys() == b.keys() and len(a) == 2 * 2 * 2
+    assert a.keys() == b.keys() and len(a) >= 2 * 2 * 2  # 2 methods x 2 seeds x 2 budgets (+ "selected")
     for k in a:
         ra = {x: v for x, v in a[k].items() if x not in _VOLATILE}
         rb = {x: v for x, v in b[k].items() if x not in _VOLATILE}
