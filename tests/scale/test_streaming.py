@@ -47,7 +47,8 @@ def parquet(tmp_path_factory):
     d = tmp_path_factory.mktemp("pq")
     raw = _raw(300_000)
     # a directory of several files, as a partitioned export would be
-    for i, part in enumerate(np.array_split(raw, 3)):
+    for i, idx in enumerate(np.array_split(np.arange(len(raw)), 3)):
+        part = raw.iloc[idx]
         part.to_parquet(d / f"part{i}.parquet", row_group_size=50_000)
     return d, raw
 

@@ -84,7 +84,7 @@ def iter_batches(path, columns=None, batch_rows: int = 65_536, progress: bool = 
 
 def _schema_columns(schema: DatasetSchema, path) -> list[str]:
     names = set(_dataset(path).schema.names)
-    cols = {schema.domain, schema.label, *schema.feature_names()}
+    cols = {schema.domain, schema.label, *schema.feature_names}
     for site in schema.sites.values():
         cols.update(site.rename)
     return [c for c in cols if c in names]
@@ -117,7 +117,7 @@ def streaming_harmonisation_report(path, schema: DatasetSchema, *, batch_rows: i
                 a[k] += int(r[k])
     # keep the sites in first-seen order and the columns in schema order within a site
     sites = list(dict.fromkeys(k[0] for k in order))
-    cols = schema.feature_names()
+    cols = schema.feature_names
     records = []
     for s in sites:
         for c in cols:

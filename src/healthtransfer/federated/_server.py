@@ -47,8 +47,10 @@ def _query(grid, node_ids, config: dict, timeout: float) -> dict[int, dict]:
     return out
 
 
-def server_main(grid, context, cfg: dict, sites: list[str], *, fit_workflow_factory=None) -> dict:
-    """Run one federated job; returns the run report (also what `federate` returns)."""
+def server_main(grid, context, cfg: dict, sites: list[str], *, fit_workflow_factory=None,
+                progress_path: str | None = None) -> dict:
+    """Run one federated job; returns the run report (also what `federate` returns).
+    ``progress_path``: append one JSON line per finished round there (deployment mode)."""
     t_start = time.time()
     target = cfg.get("target")
     unlabelled = {target} if target and not cfg.get("target_labels", True) else set()
@@ -76,6 +78,7 @@ def server_main(grid, context, cfg: dict, sites: list[str], *, fit_workflow_fact
     n_train = len([s for s in site_of.values() if s not in unlabelled])
     inner = make_strategy(cfg, n_train_sites=n_train, n_sites=len(sites), initial=initial, site_of=site_of,
                           extra_fit_config=extra_fit, eval_config=eval_cfg, exclude_nodes=exclude)
+    inner.progress_path = progress_path
     strategy = inner
     priv = cfg["privacy"]
     privacy = {"mode": priv["mode"]}

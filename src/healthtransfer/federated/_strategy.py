@@ -3,8 +3,10 @@ final per-site evaluation (global model, and the model fine-tuned locally at eac
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import time
 
 from flwr.common import FitIns, EvaluateIns, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.strategy import FedAvg, FedProx
@@ -32,6 +34,13 @@ class ValidatingMixin:
         self.round_log: list[dict] = []
         self.site_metrics: dict[str, dict] = {}
         self.fit_metrics: dict[int, dict] = {}
+        self.progress_path: str | None = None
+        self._absent: set[str] = set()
+
+    def _progress(self, info: dict) -> None:
+        if self.progress_path:
+            with open(self.progress_path, "a") as fh:
+                fh.write(json.dumps({**info, "time": time.time()}) + "\n")
 
     def _event(self, rnd, kind, message, **kw):
         self.events.append({"round": rnd, "kind": kind, "message": message, **kw})
@@ -50,14 +59,29 @@ class ValidatingMixin:
         return out
 
     def aggregate_fit(self, server_round, results, failures):
-        expected = sorted(self.site_of[c] for c in self.site_of if c not in self.exclude_nodes)
+        expected = sorted({self.site_of[c] for c in self.site_of if c not in self.exclude_nodes})
         arrived = []
         updates = []
+        back = set()
         for proxy, res in results:
             site = str(res.metrics.get("site", self.site_of.get(proxy.cid, proxy.cid)))
+            if proxy.cid not in self.site_of:  # a SuperNode that (re)connected during the run
+                old = sorted(c for c, s in self.site_of.items() if s == site)
+                for c in old:
+                    del self.site_of[c]
+                self.site_of[proxy.cid] = site
+                if old:
+                    back.add(site)
+                    self._event(server_round, "rejoined", f"site '{site}' rejoined as node {proxy.cid} "
+                                f"(was node {', '.join(old)})", site=site)
             arrived.append(site)
             updates.append((site, parameters_to_ndarrays(res.parameters), float(res.num_examples), proxy, res))
         dropped = sorted(set(expected) - set(arrived))
+        for site in sorted((self._absent & set(arrived)) - back):
+            self._event(server_round, "rejoined", f"site '{site}' rejoined and sent an update", site=site)
+            back.add(site)
+        back = sorted(back)
+        self._absent = (self._absent | set(dropped)) - set(arrived)
         if failures or dropped:
             self._event(server_round, "dropped",
                         f"{len(failures)} client(s) failed or timed out ({', '.join(dropped) or 'unknown'}); "
@@ -71,7 +95,10 @@ class ValidatingMixin:
         self.fit_metrics[server_round] = {s: dict(r.metrics) for s, _, _, _, r in updates}
         info = {"round": server_round, "answered": sorted(arrived), "accepted": sorted(keep),
                 "dropped": dropped, "rejected": [s for s, _ in rejected]}
+        if back:
+            info["rejoined"] = back
         self.round_log.append(info)
+        self._progress(info)
         if len(accepted) < self.min_fit_clients:
             self._event(server_round, "skipped",
                         f"only {len(accepted)} valid update(s), below the minimum of {self.min_fit_clients}; "

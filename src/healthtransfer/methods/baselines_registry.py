@@ -2,7 +2,7 @@
 
 from functools import partial
 
-from ._registry import MethodSpec
+from ._spec import MethodSpec
 from .baselines import Pooled, SourceOnly, TargetOnly, make_base_estimator
 
 

@@ -25,7 +25,6 @@ Example
 
 from __future__ import annotations
 
-from functools import partial
 
 import numpy as np
 import torch
@@ -33,7 +32,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._base import DomainSplit
-from ._registry import MethodSpec
 from ._torch import (
     DeepTransferClassifier,
     _tensor,

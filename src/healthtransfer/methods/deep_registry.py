@@ -3,7 +3,7 @@ catalogue (or running a study without deep methods) never imports torch."""
 
 from functools import partial
 
-from ._registry import MethodSpec
+from ._spec import MethodSpec
 
 def _mk(cls, random_state=None, **params):
     # torch is imported only when a deep method is built, not when the catalogue is listed

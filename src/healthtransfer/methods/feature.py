@@ -37,7 +37,7 @@ from sklearn.covariance import ledoit_wolf
 from sklearn.preprocessing import StandardScaler
 
 from ._base import DomainSplit, TransferClassifier
-from ._registry import MethodSpec
+from ._spec import MethodSpec
 from ._skada import import_skada, skada_context, skada_domains
 from .baselines import make_base_estimator
 from .instance import _base, _combine, _proba_full

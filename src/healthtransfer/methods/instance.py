@@ -34,7 +34,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
 from ._base import DomainSplit, TransferClassifier
-from ._registry import MethodSpec
+from ._spec import MethodSpec
 from ._skada import import_skada, skada_context, skada_domains
 from .baselines import make_base_estimator
 

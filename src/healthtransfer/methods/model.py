@@ -36,7 +36,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.tree import DecisionTreeRegressor
 
 from ._base import DomainSplit, TransferClassifier
-from ._registry import MethodSpec
+from ._spec import MethodSpec
 from .baselines import make_base_estimator
 
 __all__ = [

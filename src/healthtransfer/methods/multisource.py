@@ -31,7 +31,7 @@ from scipy.optimize import minimize
 from scipy.special import softmax
 
 from ._base import TransferClassifier
-from ._registry import MethodSpec
+from ._spec import MethodSpec
 from .baselines import make_base_estimator
 from .model import proba_full
 

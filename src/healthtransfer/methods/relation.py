@@ -29,7 +29,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.neighbors import NearestNeighbors
 
 from ._base import TransferClassifier
-from ._registry import MethodSpec
+from ._spec import MethodSpec
 from .baselines import make_base_estimator
 from .model import proba_full
 

@@ -55,7 +55,7 @@ from scipy import linalg as sla
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
 from ._base import DomainSplit
-from ._registry import MethodSpec
+from ._spec import MethodSpec
 from .baselines import make_base_estimator
 from .deep import JointMMD
 from .feature import CORAL, _FeatureBase
