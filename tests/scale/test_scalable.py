@@ -17,17 +17,16 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from healthtransfer.data.synthetic import make_shifted_domains
 from healthtransfer.methods import get_method, make_method
+from healthtransfer.methods._registry import SCALABLE_FOR, resolve_method
+from healthtransfer.methods.deep import JointMMDMinibatch
 from healthtransfer.methods.scalable import (
-    SCALABLE_FOR,
     ChunkedDomainIW,
-    JointMMDMinibatch,
     MinibatchOT,
     NystroemKLIEP,
     NystroemKMM,
     NystroemTCA,
     StreamedCORAL,
     _streamed_corr,
-    resolve_method,
 )
 
 PAIRS = [("iw_domain_lr", "iw_domain_chunked"), ("kmm_lr", "kmm_nystroem"),
@@ -142,7 +141,12 @@ _SMALL = dict(chunk_size=16)
     NystroemTCA(random_state=0, n_landmarks=20, **_SMALL),
     MinibatchOT(random_state=0, batch_size=16),
     StreamedCORAL(**_SMALL),
-])
+], expected_failed_checks=lambda est: {
+    # the streamed moments, Nystroem landmarks and minibatches ignore sample_weight (the
+    # weights reach only the final classifier), so weights != repeated rows
+    "check_sample_weight_equivalence_on_dense_data":
+        "streamed statistics ignore sample_weight; only the final classifier uses it",
+})
 def test_sklearn_contract(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

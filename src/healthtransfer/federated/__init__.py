@@ -49,16 +49,30 @@ __all__ = [
 
 def federate(study_path_or_study, *, simulate: bool = True, out: str | Path | None = None, **kw) -> dict:
     """Run the study's ``[federated]`` job and return its report (per-site AUROC/accuracy,
-    per-round log of dropped/rejected clients, spent epsilon). ``out``: also write it as JSON."""
+    per-round log of dropped/rejected clients, spent epsilon). ``out``: also write it as JSON.
+
+    ``simulate=True``: Flower's simulation runtime in this process (keywords go to
+    :func:`._run.simulate`). ``simulate=False``: a real deployment on loopback - a SuperLink and
+    one SuperNode per site as separate processes, the run submitted with ``flwr run``; keywords
+    go to :func:`._deploy.deploy`: ``timeout`` (seconds, default 600), ``workdir`` (keep the
+    logs, app and result there), ``echo`` (stream the run log to stderr), ``rejoin``
+    ({site: round}: restart that site's SuperNode after that round)."""
     from ..errors import UserInputError
     from ..study.config import Study, load_study
     from ._run import plan_from_study, simulate as _simulate, write_result
 
-    study = study_path_or_study if isinstance(study_path_or_study, Study) else load_study(study_path_or_study)
+    is_study = isinstance(study_path_or_study, Study)
+    study = study_path_or_study if is_study else load_study(study_path_or_study)
     cfg, spec, sites, frames = plan_from_study(study)
-    if not simulate:
-        raise UserInputError("deployment mode is not available from `federate` yet", where="federate",
-                             fix="pass --simulate")
-    result = _simulate(cfg, spec, sites, frames, **kw)
+    if simulate:
+        result = _simulate(cfg, spec, sites, frames, **kw)
+    else:
+        from ._deploy import deploy, flower_executable
+
+        missing = [e for e in ("flower-superlink", "flower-supernode", "flwr") if flower_executable(e) is None]
+        if missing:
+            raise UserInputError(f"deployment mode needs the Flower commands {missing}", where="federate",
+                                 fix="pip install 'flwr>=1.42', or run with --simulate")
+        result = deploy(cfg, spec, sites, None if is_study else study_path_or_study, frames=frames, **kw)
     write_result(result, out)
     return result

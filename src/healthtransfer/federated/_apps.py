@@ -8,8 +8,9 @@ These are the components named in the generated Flower App's ``pyproject.toml``
   file; ``result-path`` = where the ServerApp writes its report (JSON); ``progress-path`` = a
   JSON-lines file the ServerApp appends one line to per finished round.
 * Node config (set per SuperNode with ``--node-config``): ``site`` = which hospital this node
-  is; optionally ``study`` = the node's own copy of the study file (defaults to the run's).
-  Each ClientApp loads the study's data and keeps only its own site's rows.
+  is; ``data`` = a pickle holding only that site's train/test rows (what the loopback
+  deployment gives each node), or else ``study`` = the node's own copy of the study file
+  (default: the run's), from which the ClientApp loads the data and keeps its site's rows.
 """
 
 from __future__ import annotations
@@ -45,13 +46,24 @@ def _site_rows(study_path: str, site: str):
     return frames[site]
 
 
+@functools.lru_cache(maxsize=8)
+def _site_file(path: str):
+    import pandas as pd
+
+    d = pd.read_pickle(path)
+    return d["train"], d["test"]
+
+
 def _client_fn(context: Context):
     from ._client import SiteClient
 
     plan = _plan(str(context.run_config["plan"]))
     site = str(context.node_config["site"])
-    study = str(context.node_config.get("study") or context.run_config["study"])
-    tr, te = _site_rows(study, site)
+    if context.node_config.get("data"):  # this node's own rows, prepared for it (loopback deployment)
+        tr, te = _site_file(str(context.node_config["data"]))
+    else:
+        study = str(context.node_config.get("study") or context.run_config["study"])
+        tr, te = _site_rows(study, site)
     return SiteClient(site, tr, te, plan["spec"], plan["cfg"], context=context).to_client()
 
 
@@ -76,7 +88,11 @@ server_app = ServerApp()
 def _server_main(grid: Grid, context: Context) -> None:
     from ._server import server_main
 
-    logging.basicConfig(level=logging.INFO)
+    if not log.handlers:  # our round/drop/rejoin messages go to the run log (`flwr log`, --stream)
+        h = logging.StreamHandler()
+        h.setFormatter(logging.Formatter("%(levelname)s healthtransfer: %(message)s"))
+        log.addHandler(h)
+        log.setLevel(logging.INFO)
     rc = context.run_config
     plan = _plan(str(rc["plan"]))
     progress = str(rc.get("progress-path", "") or "")

@@ -74,10 +74,10 @@ def _descendants(pid: int) -> list:
 class LoopbackDeployment:
     """Starts and stops the SuperLink and SuperNodes; keeps their logs in ``workdir``."""
 
-    def __init__(self, sites: list[str], workdir: Path, *, study_path: str | None = None):
+    def __init__(self, sites: list[str], workdir: Path, *, site_data: dict[str, str] | None = None):
         self.sites = list(sites)
         self.workdir = Path(workdir)
-        self.study_path = study_path
+        self.site_data = site_data or {}
         self.home = self.workdir / "flwr_home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen] = {}
@@ -126,8 +126,8 @@ class LoopbackDeployment:
         if exe is None:
             raise FileNotFoundError("the `flower-supernode` executable is not installed (pip install flwr)")
         node_cfg = f"site={_toml_str(site)}"
-        if self.study_path:
-            node_cfg += f" study={_toml_str(self.study_path)}"
+        if site in self.site_data:
+            node_cfg += f" data={_toml_str(self.site_data[site])}"
         return self._spawn(f"supernode-{site}", [
             exe, "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--host", "127.0.0.1",
             "--port", str(self.node_ports[site]), "--node-config", node_cfg])
@@ -237,13 +237,16 @@ clientapp = "healthtransfer.federated._apps:client_app"
     return app_dir
 
 
-def deploy(cfg: dict, spec: dict, sites: list[str], study_path: str | Path, *, timeout: float = 600.0,
+def deploy(cfg: dict, spec: dict, sites: list[str], study_path: str | Path | None = None, *, frames: dict | None = None,
+           timeout: float = 600.0,
            workdir: str | Path | None = None, keep_workdir: bool = False, rejoin: dict | None = None,
            echo: bool = False) -> dict:
     """Run the job on a loopback deployment and return the ServerApp's report.
 
     ``workdir``: where logs, the app and the result go (default: a temporary folder, removed
-    afterwards unless ``keep_workdir``). ``rejoin`` = {site: round}: restart that site's SuperNode
+    afterwards unless ``keep_workdir``). ``frames`` = {site: (train, test)}: written to one file per
+    site, given to that site's SuperNode only (``--node-config data=...``); without it each
+    ClientApp loads the study and keeps its site's rows. ``rejoin`` = {site: round}: restart that site's SuperNode
     once the given round has been aggregated (tests the rejoin path). ``echo``: copy the run log
     to stderr as it arrives. The report gets ``deployment`` (ports, commands, restarts, logs).
     """
@@ -259,13 +262,24 @@ def deploy(cfg: dict, spec: dict, sites: list[str], study_path: str | Path, *, t
     result_path, progress_path = workdir / "result.json", workdir / "progress.jsonl"
     for p in (result_path, progress_path):
         p.unlink(missing_ok=True)
-    study_path = str(Path(study_path).resolve())
+    if frames is None and study_path is None:
+        raise ValueError("deploy() needs the site frames or the study file path")
+    study_path = str(Path(study_path).resolve()) if study_path is not None else ""
     run_config = {"plan": json.dumps({"cfg": cfg, "spec": spec, "sites": list(sites)}), "study": study_path,
                   "result-path": str(result_path), "progress-path": str(progress_path)}
     app_dir = write_app(workdir / "app", run_config)
     pending = dict(rejoin or {})
     t0 = time.time()
-    dep = LoopbackDeployment(sites, workdir)
+    site_data = {}
+    if frames is not None:  # each SuperNode gets a file holding only its own site's rows
+        import pandas as pd
+
+        for s in sites:
+            d = workdir / "sites" / s
+            d.mkdir(parents=True, exist_ok=True)
+            pd.to_pickle({"train": frames[s][0], "test": frames[s][1]}, d / "rows.pkl")
+            site_data[s] = str(d / "rows.pkl")
+    dep = LoopbackDeployment(sites, workdir, site_data=site_data)
     try:
         with dep:
             dep.start()

@@ -11,7 +11,7 @@ import functools
 
 from ._spec import MethodSpec
 
-__all__ = ["MethodSpec", "available_methods", "get_method", "make_method"]
+__all__ = ["MethodSpec", "SCALABLE_FOR", "available_methods", "get_method", "make_method", "resolve_method"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,3 +52,39 @@ def get_method(name: str) -> MethodSpec:
 def make_method(name: str, random_state=None, **params):
     """Build the estimator registered under ``name``."""
     return get_method(name).factory(random_state=random_state, **params)
+
+
+# -- scalable variants, chosen automatically above a size ------------------------------------------
+DEFAULT_THRESHOLD = 10_000
+SCALABLE_FOR: dict[str, str] = {
+    "iw_domain_lr": "iw_domain_chunked",
+    "kmm_lr": "kmm_nystroem",
+    "kliep_lr": "kliep_nystroem",
+    "tca_lr": "tca_nystroem",
+    "ot_map_lr": "ot_minibatch",
+    "coral_lr": "coral_streamed",
+    "joint_mmd": "joint_mmd_minibatch",
+    "joint_mmd_linear": "joint_mmd_minibatch",
+}
+
+
+def resolve_method(name: str, n_rows: int, threshold: int | None = DEFAULT_THRESHOLD) -> str:
+    """The method to run for ``name`` on ``n_rows`` training rows.
+
+    Returns the scalable variant (:data:`SCALABLE_FOR`) when ``n_rows`` exceeds ``threshold``
+    or the exact method's ``max_rows``; otherwise ``name`` itself. ``threshold=None`` only
+    switches where the exact method cannot run (``max_rows``). Names without a scalable
+    variant, and scalable names, are returned unchanged.
+
+    >>> resolve_method("coral_lr", 50_000), resolve_method("coral_lr", 50_000, threshold=None)
+    ('coral_streamed', 'coral_lr')
+    >>> resolve_method("source_lr", 10**7)
+    'source_lr'
+    """
+    alt = SCALABLE_FOR.get(name)
+    if alt is None:
+        return name
+    max_rows = get_method(name).max_rows
+    if (threshold is not None and n_rows > threshold) or (max_rows is not None and n_rows > max_rows):
+        return alt
+    return name

@@ -26,12 +26,15 @@ Example
 from __future__ import annotations
 
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ._base import DomainSplit
+from .scalable import _Moments
 from ._torch import (
     DeepTransferClassifier,
     _tensor,
@@ -374,6 +377,51 @@ class FineTuneMLP(DeepTransferClassifier):
 # --------------------------------------------------------------------------------------------
 # registry
 # --------------------------------------------------------------------------------------------
+class JointMMDMinibatch(JointMMD):
+    """:class:`~healthtransfer.methods.deep.JointMMD` with the linear-time MMD estimator
+    (Gretton et al. 2012) over minibatches and a budget of ``max_steps`` optimisation steps.
+
+    Each step costs O(batch_size) whatever the data size; the number of epochs is
+    ``min(max_epochs, ceil(max_steps / batches_per_epoch))``, so on small data it is exactly
+    ``JointMMD(mmd="linear")`` and on a million rows it stops after ``max_steps`` steps
+    (a few passes). The input standardisation is accumulated over chunks.
+
+    Parameters
+    ----------
+    max_steps : int
+        Optimisation-step budget.
+    Other parameters as :class:`~healthtransfer.methods.deep.JointMMD` (``mmd`` fixed to
+    ``"linear"``; larger default batch).
+    """
+
+    mmd = "linear"  # class attribute: not a parameter of this variant
+
+    def __init__(self, lambda_target=1.0, mu=0.5, hidden_layer_sizes=(64,), embedding_dim=32,
+                 dropout=0.1, lr=1e-3, weight_decay=1e-4, batch_size=256, max_epochs=150,
+                 max_steps=4000, random_state=None):
+        self.lambda_target = lambda_target
+        self.mu = mu
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.embedding_dim = embedding_dim
+        self.dropout = dropout
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.max_steps = max_steps
+        self.random_state = random_state
+
+    def _fit_scaler(self, split):
+        m = _Moments(split.Xs.shape[1]).fit(split.Xs, split.Xt)
+        self.scaler_mean_, self.scaler_scale_ = m.mean, m.scale()
+
+    def _train_loop(self, split, rng, max_epochs=None):
+        n_batches = max(1, int(round(len(split.Xs) / max(1, int(self.batch_size)))))
+        epochs = int(self.max_epochs if max_epochs is None else max_epochs)
+        epochs = max(1, min(epochs, math.ceil(int(self.max_steps) / n_batches)))
+        return super()._train_loop(split, rng, max_epochs=epochs)
+
+
 for _cls in (MLPSource, JointMMD, DeepCORAL, DANN, FineTuneMLP):
     if _cls.__doc__:  # None under python -OO
         _cls.__doc__ = _cls.__doc__.format(common=_COMMON_DOC.strip() + "\n")

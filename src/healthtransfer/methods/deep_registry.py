@@ -53,5 +53,9 @@ METHODS = [
                "L2-SP penalty towards the source weights (Li et al. 2018).",
                needs_labels=True, deep=True,
                grid=tuple({"alpha": a} for a in (0.01, 0.1, 1.0))),
+    MethodSpec("joint_mmd_minibatch", "feature", partial(_mk, "JointMMDMinibatch"), "both",
+               "MLP with source + labelled target cross-entropy and a linear-time MMD over "
+               "minibatches, with a step budget (scalable joint_mmd).", deep=True,
+               grid=tuple({"lambda_target": lt, "mu": mu} for lt in (1.0, 5.0) for mu in (0.5, 2.0)),
+               skada_counterpart="skada.deep.DAN"),
 ]
-

@@ -57,7 +57,6 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from ._base import DomainSplit
 from ._spec import MethodSpec
 from .baselines import make_base_estimator
-from .deep import JointMMD
 from .feature import CORAL, _FeatureBase
 from .instance import _median_sq_dist, _ReweightBase
 
@@ -68,14 +67,9 @@ __all__ = [
     "NystroemTCA",
     "MinibatchOT",
     "StreamedCORAL",
-    "JointMMDMinibatch",
-    "SCALABLE_FOR",
-    "DEFAULT_THRESHOLD",
-    "resolve_method",
     "METHODS",
 ]
 
-DEFAULT_THRESHOLD = 10_000
 _EPS = np.finfo(float).eps
 
 
@@ -336,6 +330,10 @@ class NystroemKMM(_ReweightBase):
         self.target_weight = target_weight
         self.random_state = random_state
 
+    def _fit(self, split):
+        self.n_iter_ = 1  # stays 1 without target rows (source-only: nothing to iterate)
+        super()._fit(split)
+
     def _source_weights(self, split):
         Xs, Xt = split.Xs, split.Xt
         ns = len(Xs)
@@ -364,7 +362,7 @@ class NystroemKMM(_ReweightBase):
         v = np.full(ns, 1.0 / ns)
         y, t = v.copy(), 1.0
         obj_old = np.inf
-        self.n_iter_ = 0
+        self.n_iter_ = 1
         for it in range(1, int(self.max_iter) + 1):
             r = Phi.T @ y - mean_t
             v_new = _project_capped_simplex(y - step * (Phi @ r + lam * (y - u)), cap)
@@ -447,7 +445,7 @@ class NystroemKLIEP(_ReweightBase):
         alpha = np.ones(m)
         obj = np.sum(np.log(A @ alpha))
         bb = b @ b
-        for _ in range(int(self.max_iter)):
+        for self.n_iter_ in range(1, int(self.max_iter) + 1):
             old = obj
             alpha += _EPS * A.T @ (1 / (A @ alpha))
             alpha += (1 - b @ alpha) * b / bb
@@ -457,6 +455,10 @@ class NystroemKLIEP(_ReweightBase):
             if np.abs(obj - old) < self.tol:
                 break
         return alpha, centers
+
+    def _fit(self, split):
+        self.n_iter_ = 1
+        super()._fit(split)
 
     def _source_weights(self, split):
         from sklearn.model_selection import KFold
@@ -811,96 +813,10 @@ class StreamedCORAL(CORAL):
 
 
 # -- deep joint objective with the linear-time MMD ------------------------------------------------
-class JointMMDMinibatch(JointMMD):
-    """:class:`~healthtransfer.methods.deep.JointMMD` with the linear-time MMD estimator
-    (Gretton et al. 2012) over minibatches and a budget of ``max_steps`` optimisation steps.
-
-    Each step costs O(batch_size) whatever the data size; the number of epochs is
-    ``min(max_epochs, ceil(max_steps / batches_per_epoch))``, so on small data it is exactly
-    ``JointMMD(mmd="linear")`` and on a million rows it stops after ``max_steps`` steps
-    (a few passes). The input standardisation is accumulated over chunks.
-
-    Parameters
-    ----------
-    max_steps : int
-        Optimisation-step budget.
-    Other parameters as :class:`~healthtransfer.methods.deep.JointMMD` (``mmd`` fixed to
-    ``"linear"``; larger default batch).
-    """
-
-    mmd = "linear"  # class attribute: not a parameter of this variant
-
-    def __init__(self, lambda_target=1.0, mu=0.5, hidden_layer_sizes=(64,), embedding_dim=32,
-                 dropout=0.1, lr=1e-3, weight_decay=1e-4, batch_size=256, max_epochs=150,
-                 max_steps=4000, random_state=None):
-        self.lambda_target = lambda_target
-        self.mu = mu
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.embedding_dim = embedding_dim
-        self.dropout = dropout
-        self.lr = lr
-        self.weight_decay = weight_decay
-        self.batch_size = batch_size
-        self.max_epochs = max_epochs
-        self.max_steps = max_steps
-        self.random_state = random_state
-
-    def _fit_scaler(self, split):
-        m = _Moments(split.Xs.shape[1]).fit(split.Xs, split.Xt)
-        self.scaler_mean_, self.scaler_scale_ = m.mean, m.scale()
-
-    def _train_loop(self, split, rng, max_epochs=None):
-        n_batches = max(1, int(round(len(split.Xs) / max(1, int(self.batch_size)))))
-        epochs = int(self.max_epochs if max_epochs is None else max_epochs)
-        epochs = max(1, min(epochs, math.ceil(int(self.max_steps) / n_batches)))
-        return super()._train_loop(split, rng, max_epochs=epochs)
-
-
-# -- automatic choice ----------------------------------------------------------------------------
-SCALABLE_FOR: dict[str, str] = {
-    "iw_domain_lr": "iw_domain_chunked",
-    "kmm_lr": "kmm_nystroem",
-    "kliep_lr": "kliep_nystroem",
-    "tca_lr": "tca_nystroem",
-    "ot_map_lr": "ot_minibatch",
-    "coral_lr": "coral_streamed",
-    "joint_mmd": "joint_mmd_minibatch",
-    "joint_mmd_linear": "joint_mmd_minibatch",
-}
-
-
-def resolve_method(name: str, n_rows: int, threshold: int | None = DEFAULT_THRESHOLD) -> str:
-    """The method to run for ``name`` on ``n_rows`` training rows.
-
-    Returns the scalable variant (:data:`SCALABLE_FOR`) when ``n_rows`` exceeds ``threshold``
-    or the exact method's ``max_rows``; otherwise ``name`` itself. ``threshold=None`` only
-    switches where the exact method cannot run (``max_rows``). Names without a scalable
-    variant, and scalable names, are returned unchanged.
-
-    >>> resolve_method("coral_lr", 50_000), resolve_method("coral_lr", 50_000, threshold=None)
-    ('coral_streamed', 'coral_lr')
-    >>> resolve_method("source_lr", 10**7)
-    'source_lr'
-    """
-    alt = SCALABLE_FOR.get(name)
-    if alt is None:
-        return name
-    from ._registry import get_method
-
-    max_rows = get_method(name).max_rows
-    if (threshold is not None and n_rows > threshold) or (max_rows is not None and n_rows > max_rows):
-        return alt
-    return name
-
-
 # -- registry ------------------------------------------------------------------------------------
 def _mk(cls, kind, random_state=None, **params):
     return cls(estimator=make_base_estimator(kind, random_state), random_state=random_state,
                **params)
-
-
-def _mk_deep(cls, random_state=None, **params):
-    return cls(random_state=random_state, **params)
 
 
 METHODS = [
@@ -932,9 +848,4 @@ METHODS = [
                "CORAL with moments and Ledoit-Wolf correlations accumulated over row chunks "
                "(scalable coral_lr); logistic regression on mapped source + labelled target rows.",
                grid=({"reg": 1e-3}, {"reg": 0.1}, {"reg": 1.0}), skada_counterpart="CORALAdapter"),
-    MethodSpec("joint_mmd_minibatch", "feature", partial(_mk_deep, JointMMDMinibatch), "both",
-               "MLP with source + labelled target cross-entropy and a linear-time MMD over "
-               "minibatches, with a step budget (scalable joint_mmd).", deep=True,
-               grid=tuple({"lambda_target": lt, "mu": mu} for lt in (1.0, 5.0) for mu in (0.5, 2.0)),
-               skada_counterpart="skada.deep.DAN"),
 ]

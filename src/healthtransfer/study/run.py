@@ -34,6 +34,7 @@ from ..data.splits import label_budget, target_split
 from ..errors import UserInputError
 from ..evaluation.metrics import fast_bootstrap_ci, score
 from ..methods import get_method
+from ..methods._registry import resolve_method
 from .config import DEFAULT_METHODS, Study
 
 __all__ = ["StudyResult", "load_study_data", "run_study", "summarise", "check_study_data"]
@@ -215,6 +216,9 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
         eval_mask = ~np.isnan(ref_test)
     n_classes = len(ds.class_names) if ds.class_names else int(f[ds.label].nunique())
     X_train = np.vstack([Xs, Xp])
+    # Above a size threshold (or a method's own max_rows) the scalable variant runs instead of
+    # the exact method (Nystroem KMM/TCA, minibatch OT, streamed CORAL, ...).
+    methods = list(dict.fromkeys(resolve_method(m, len(X_train)) for m in methods))
     candidates = expand_candidates(methods, grid=bool(sel and sel.grid))
     sub = test[ds.subgroup_columns()].reset_index(drop=True)
     label_shift = None  # estimated once per unit, from source labels and pool features only
