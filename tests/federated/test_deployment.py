@@ -9,11 +9,25 @@ from healthtransfer.federated._deploy import deploy, flower_executable
 
 from .conftest import make_cfg
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(flower_executable("flower-superlink") is None,
-                       reason="the `flower-superlink` executable is not installed (flwr's console scripts)"),
-]
+needs_flower = pytest.mark.skipif(flower_executable("flower-superlink") is None,
+                                  reason="the `flower-superlink` executable is not installed (flwr's console scripts)")
+
+
+def test_generated_app_is_a_valid_flower_app(tmp_path):
+    import tomllib
+
+    from flwr.common.config import validate_config
+
+    from healthtransfer.federated._deploy import write_app
+
+    rc = {"plan": '{"cfg": {"a": "b\\c"}}', "study": "/x/y.toml", "result-path": "/r.json"}
+    conf = tomllib.loads((write_app(tmp_path / "app", rc) / "pyproject.toml").read_text())
+    assert conf["tool"]["flwr"]["app"]["config"] == rc
+    comps = conf["tool"]["flwr"]["app"]["components"]
+    assert comps == {"serverapp": "healthtransfer.federated._apps:server_app",
+                     "clientapp": "healthtransfer.federated._apps:client_app"}
+    ok, errors, _ = validate_config(conf)
+    assert ok, errors
 
 
 def _gone(pids, wait=10.0):
@@ -40,6 +54,8 @@ def _gone(pids, wait=10.0):
         time.sleep(0.5)
 
 
+@pytest.mark.slow
+@needs_flower
 def test_loopback_four_hospitals(heart, tmp_path):
     spec, sites, frames = heart
     t0 = time.time()
@@ -55,10 +71,13 @@ def test_loopback_four_hospitals(heart, tmp_path):
     assert all(x["accepted"] == sorted(sites) for x in r["rounds_log"])
     dep = r["deployment"]
     assert dep["superlink"].startswith("127.0.0.1:") and set(dep["supernodes"]) == set(sites)
+    assert dep["listening"] and all(a.startswith("127.0.0.1:") for a in dep["listening"])  # loopback only
     assert len(dep["pids"]) >= 1 + len(sites)  # SuperLink + one SuperNode per site (+ their helpers)
     assert _gone(dep["pids"]) == []
 
 
+@pytest.mark.slow
+@needs_flower
 def test_restarted_supernode_rejoins(heart, tmp_path):
     spec, sites, frames = heart
     r = deploy(make_cfg(rounds=3, finetune_epochs=0, round_timeout=25.0), spec, sites, frames=frames,

@@ -20,7 +20,7 @@ Example
 
 from __future__ import annotations
 
-import numpy as np
+
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import MissingIndicator, SimpleImputer

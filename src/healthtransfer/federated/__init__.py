@@ -27,6 +27,37 @@ Run it
 ------
 ``healthtransfer federate STUDY.toml --simulate`` (Flower simulation runtime on one machine), or
 :func:`federate` from Python.
+
+Real deployment on loopback
+---------------------------
+``scripts/federated_loopback.sh STUDY.toml [OUT.json]`` (the same as
+``healthtransfer federate STUDY.toml --deploy`` and ``federate(study, simulate=False)``) runs
+the study as a Flower deployment on this machine, every part a separate process bound to
+127.0.0.1 on free ports (Flower 1.42, ``--insecure``: plain HTTP, loopback only):
+
+* ``flower-superlink --insecure --host 127.0.0.1 --port P --disable-runtime-dependency-installation``
+  - the SuperLink. One HTTP port serves the Fleet API (SuperNodes pull/push messages), the
+  Control API (``flwr run`` submits the run, streams its log) and the Runtime API. It starts
+  ``flower-superexec``, which starts a ``flwr-serverapp`` process for the run; that runs our
+  ServerApp (``healthtransfer.federated._apps:server_app``): federated statistics, the training
+  rounds, the final evaluation; it writes the report to ``result.json`` and one line per round
+  to ``progress.jsonl`` in the work folder.
+* one ``flower-supernode --insecure --superlink 127.0.0.1:P --port Q --node-config
+  "site='cleveland' data='.../sites/cleveland/rows.pkl'"`` per site - a hospital. Its own
+  ``flower-superexec`` starts a ``flwr-clientapp`` process per message, which runs our ClientApp
+  (``healthtransfer.federated._apps:client_app``) on that site's rows only (the ``data`` file
+  written for that node; a real site would instead give ``study=...`` pointing at its own data).
+* ``flwr run APP_DIR loopback --stream`` - with ``FLWR_HOME`` set to the work folder, whose
+  ``config.toml`` names the SuperLink connection ``loopback`` (``127.0.0.1:P``, insecure).
+  ``APP_DIR`` is a generated Flower App: a ``pyproject.toml`` naming the two components above
+  and carrying the run config (the ``[federated]`` plan, the study path, the result path).
+
+:func:`federate` waits for the result (``timeout``), then stops every process it started
+(process groups, SuperNodes first, then the SuperLink, then any leftover descendants). With
+``workdir=`` the logs (``superlink.log``, ``supernode-SITE.log``, ``flwr-run.log`` = the run
+log), the app and the result stay there. ``rejoin={"va": 1}`` restarts va's SuperNode after
+round 1: the new node registers under a new node id, the server maps it back to its site and
+logs ``site 'va' rejoined as node ...`` in the run log and the report's ``events``.
 """
 
 from __future__ import annotations

@@ -10,10 +10,8 @@ import numpy as np
 import pandas as pd
 from flwr.client import NumPyClient
 from flwr.common import ConfigRecord, Context
-from sklearn.metrics import accuracy_score, roc_auc_score
 
 from . import _dp
-from ._models import finetune, get_weights, make_model, predict_proba, set_weights, train_local
 from ._preprocess import FederatedPreprocessor, coral_map, local_moments, local_stats
 
 __all__ = ["SiteClient"]
@@ -21,7 +19,13 @@ __all__ = ["SiteClient"]
 log = logging.getLogger("healthtransfer.federated")
 
 
+# torch (``._models``) and scikit-learn are imported where used: a deployed ClientApp runs in a
+# fresh process per message, and the statistics phase needs neither.
+
+
 def _scores(y, p) -> dict:
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
     y = np.asarray(y).astype(int)
     auroc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
     return {"auroc": auroc, "accuracy": float(accuracy_score(y, (p >= 0.5).astype(int)))}
@@ -65,6 +69,8 @@ class SiteClient(NumPyClient):
         raise ValueError(f"unknown phase {phase}")
 
     def fit(self, parameters, config):
+        from ._models import get_weights, make_model, set_weights, train_local
+
         rnd = int(config.get("server_round", 0))
         if self._fault("drop", rnd):
             raise RuntimeError(f"site '{self.site}' dropped out in round {rnd} (simulated)")
@@ -103,6 +109,8 @@ class SiteClient(NumPyClient):
         return weights, len(X), metrics
 
     def evaluate(self, parameters, config):
+        from ._models import finetune, make_model, predict_proba, set_weights
+
         cfg = self.cfg
         prep = FederatedPreprocessor.from_json(str(config["prep"]))
         Xte, yte = self._xy(self.test, prep)

@@ -90,6 +90,8 @@ class LoopbackDeployment:
                         PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             self.env.setdefault(var, "1")
+        # a local deployment phones nobody: no telemetry, no PyPI update check
+        self.env.update(FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
         # the SuperLink connection `flwr run` uses
         (self.home / "config.toml").write_text(
             '[superlink]\ndefault = "loopback"\n\n'
@@ -137,19 +139,24 @@ class LoopbackDeployment:
         for s in self.sites:
             self.start_supernode(s)
 
-    def _stop(self, p: subprocess.Popen, grace: float = 5.0, sig=signal.SIGTERM) -> None:
-        kids = _descendants(p.pid)
+    def _stop(self, procs: list[subprocess.Popen], grace: float = 5.0, sig=signal.SIGTERM) -> None:
+        """Signal the process groups of ``procs`` together, wait up to ``grace`` seconds, then
+        SIGKILL what is left, including descendants in other sessions (flower-superexec ...)."""
+        kids = [k for p in procs for k in _descendants(p.pid)]
         self.all_pids.update(k.pid for k in kids)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(p.pid, sig)
-        try:
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
+        for p in procs:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(p.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(timeout=5)
-        for k in kids:  # e.g. flower-superexec / flwr-serverapp run in their own sessions
+                os.killpg(p.pid, sig)
+        deadline = time.time() + grace
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=5)
+        for k in kids:
             with contextlib.suppress(Exception):
                 k.terminate()
         deadline = time.time() + grace
@@ -160,12 +167,14 @@ class LoopbackDeployment:
                 if k.is_running():
                     k.kill()
 
-    def restart_supernode(self, site: str) -> None:
-        """Stop one site's SuperNode (as a crash would) and start it again."""
+    def restart_supernode(self, site: str, sig=signal.SIGTERM) -> None:
+        """Kill one site's SuperNode (``sig``; SIGTERM lets it tell the SuperLink it left, so the
+        server stops waiting for it at once; SIGKILL = a crash, noticed after the heartbeat
+        patience, about a minute) and start it again with the same node config."""
         name = f"supernode-{site}"
         old = self.procs.get(name)
         if old is not None:
-            self._stop(old, grace=3.0, sig=signal.SIGKILL)
+            self._stop([old], grace=5.0, sig=sig)
         self.start_supernode(site)
         self.restarts.append({"site": site, "time": time.time(), "old_pid": old.pid if old else None,
                               "new_pid": self.procs[name].pid})
@@ -173,9 +182,28 @@ class LoopbackDeployment:
                     old.pid if old else None, self.procs[name].pid)
 
     def stop(self) -> None:
-        # SuperNodes first, then the SuperLink (which stops its SuperExec / ServerApp)
-        for name in sorted(self.procs, key=lambda n: n == "superlink"):
-            self._stop(self.procs[name])
+        # `flwr run` and the SuperNodes first (together), then the SuperLink (which stops its
+        # SuperExec / ServerApp)
+        self._stop([p for n, p in self.procs.items() if n != "superlink"])
+        if "superlink" in self.procs:
+            self._stop([self.procs["superlink"]])
+
+    def listening(self) -> list[str]:
+        """``ip:port`` of every TCP socket the started processes (and descendants) listen on."""
+        try:
+            import psutil
+        except ImportError:
+            return []
+        pids = set()
+        for p in self.procs.values():
+            if p.poll() is None:
+                pids.add(p.pid)
+                pids.update(k.pid for k in _descendants(p.pid))
+        try:
+            conns = psutil.net_connections(kind="inet")
+        except Exception:
+            return []
+        return sorted({f"{c.laddr.ip}:{c.laddr.port}" for c in conns if c.status == "LISTEN" and c.pid in pids})
 
     def alive_pids(self) -> list[int]:
         """The processes started here (and their known descendants) that still run."""
@@ -284,7 +312,7 @@ def deploy(cfg: dict, spec: dict, sites: list[str], study_path: str | Path | Non
         with dep:
             dep.start()
             runner = dep._spawn("flwr-run", [exe, "run", str(app_dir), "loopback", "--stream"])
-            pos = 0
+            pos, listening = 0, None
             while True:
                 if echo:
                     txt = (workdir / "flwr-run.log").read_bytes()
@@ -293,6 +321,8 @@ def deploy(cfg: dict, spec: dict, sites: list[str], study_path: str | Path | Non
                         pos = len(txt)
                 if result_path.exists():
                     break
+                if listening is None and progress_path.exists():  # everything is up by round 1
+                    listening = dep.listening()
                 if pending and progress_path.exists():
                     done = [json.loads(x)["round"] for x in progress_path.read_text().splitlines() if x.strip()]
                     for site, rnd in list(pending.items()):
@@ -311,7 +341,9 @@ def deploy(cfg: dict, spec: dict, sites: list[str], study_path: str | Path | Non
                                            + ("" if tmp is None or keep_workdir else " - pass workdir= to keep them"))
                     break
                 if time.time() - t0 > timeout:
-                    raise TimeoutError(f"the loopback deployment did not finish within {timeout:.0f}s; logs in {workdir}")
+                    raise TimeoutError(f"the loopback deployment did not finish within {timeout:.0f}s"
+                                       + (f"; logs in {workdir}" if tmp is None or keep_workdir
+                                          else "; pass workdir= to keep the logs"))
                 for name, p in dep.procs.items():
                     if name.startswith("superlink") and p.poll() is not None:
                         raise RuntimeError(f"flower-superlink exited early (code {p.returncode}); see "
@@ -324,7 +356,7 @@ def deploy(cfg: dict, spec: dict, sites: list[str], study_path: str | Path | Non
         result["deployment"] = {
             "superlink": f"127.0.0.1:{dep.port}",
             "supernodes": {s: f"127.0.0.1:{q}" for s, q in dep.node_ports.items()},
-            "pids": sorted(dep.all_pids), "alive_after_stop": leftovers, "restarts": dep.restarts,
+            "listening": listening or [], "pids": sorted(dep.all_pids), "alive_after_stop": leftovers, "restarts": dep.restarts,
             "seconds": round(time.time() - t0, 2),
             "workdir": str(workdir) if (tmp is None or keep_workdir) else None,
             "run_log": (workdir / "flwr-run.log").read_text(errors="replace")[-20000:],

@@ -45,7 +45,7 @@ from ._torch import (
     torch_fit_context,
 )
 
-__all__ = ["DANN", "DeepCORAL", "FineTuneMLP", "JointMMD", "MLPSource", "METHODS"]
+__all__ = ["DANN", "DeepCORAL", "FineTuneMLP", "JointMMD", "JointMMDMinibatch", "MLPSource"]
 
 _COMMON_DOC = """
     hidden_layer_sizes : tuple of int, default=(64,)

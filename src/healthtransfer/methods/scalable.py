@@ -54,7 +54,6 @@ import numpy as np
 from scipy import linalg as sla
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
-from ._base import DomainSplit
 from ._spec import MethodSpec
 from .baselines import make_base_estimator
 from .feature import CORAL, _FeatureBase

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..data.preprocess import make_preprocessor
-from ..data.splits import label_budget, target_split
+from ..data.splits import label_budget
 from ..selection import expand_candidates
+from .run import prepare_unit
 
 __all__ = ["FinalModel", "recommend", "fit_final_model"]
 
@@ -95,23 +95,15 @@ def fit_final_model(result, target: str, *, seed: int = 0, n_repeats: int = 5) -
     ds, st = result.dataset, result.study
     sources = st.transfer.sources
     cand = next(c for c in expand_candidates([rec["candidate"].split("[")[0]], grid=True) if c.name == rec["candidate"])
-    f = ds.frame
-    dom = f[ds.domain].astype(str)
-    src = f[dom.isin(sources)]
-    tgt = f[dom == target]
-    yt = tgt[ds.label].to_numpy().astype(int)
-    groups = tgt[ds.group].to_numpy() if ds.group and ds.group in tgt else None
-    split = target_split(yt, seed=seed, test_fraction=st.transfer.test_fraction, groups=groups)
-    pool, test = tgt.iloc[split.pool], tgt.iloc[split.test]
+    u = prepare_unit(ds, sources, target, seed, st.transfer.test_fraction)
+    src, pool, test, pre = u.src, u.pool, u.test, u.pre
     n_t = min(rec["n_labeled"], len(pool))
-    lab = label_budget(pool[ds.label].to_numpy().astype(int), np.arange(len(pool)), n_t, seed=seed)
-    pre = make_preprocessor(ds.numeric, ds.categorical).fit(pd.concat([src, pool])[ds.features])
-    X = np.vstack([pre.transform(src[ds.features]), pre.transform(pool[ds.features])])
+    lab = label_budget(u.yp, np.arange(len(pool)), n_t, seed=seed)
+    X = np.vstack([u.Xs, u.Xp])
     y_pool = np.full(len(pool), -1)
-    y_pool[lab] = pool[ds.label].to_numpy().astype(int)[lab]
-    y = np.r_[src[ds.label].to_numpy().astype(int), y_pool]
-    src_ids = {s: i + 1 for i, s in enumerate(sources)}
-    sd = np.r_[dom[dom.isin(sources)].map(src_ids).to_numpy().astype(int), -np.ones(len(pool), int)]
+    y_pool[lab] = u.yp[lab]
+    y = np.r_[u.ys, y_pool]
+    sd = u.sd
     if cand.uses_reference:
         return None  # deployable bundles hold models of the features only
     model = cand.factory(random_state=seed)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import Dataset, load_dataset, load_table
-from ..data.preprocess import feature_names, make_preprocessor
+from ..data.preprocess import make_preprocessor
 from ..data.splits import label_budget, target_split
 from ..errors import UserInputError
 from ..evaluation.metrics import fast_bootstrap_ci, score
@@ -160,6 +160,48 @@ def _logit(p):
     return np.log(p / (1 - p))
 
 
+@dataclass
+class Unit:
+    """One (target, seed): the rows on each side of the split and the preprocessed matrices.
+
+    The preprocessing is fitted on source + target pool rows only, never on test rows; ``sd``
+    holds skada-style domain ids for the fit rows (sources 1..k, target pool -1)."""
+
+    src: pd.DataFrame
+    pool: pd.DataFrame
+    test: pd.DataFrame
+    pre: Any
+    Xs: np.ndarray
+    Xp: np.ndarray
+    Xte: np.ndarray
+    ys: np.ndarray
+    yp: np.ndarray
+    yte: np.ndarray
+    sd: np.ndarray
+
+
+def split_target(ds: Dataset, target: str, seed: int, test_fraction: float):
+    """The target's rows and their pool/test split for ``seed`` (stratified, group-aware)."""
+    tgt = ds.frame[ds.frame[ds.domain].astype(str) == target]
+    groups = tgt[ds.group].to_numpy() if ds.group and ds.group in tgt else None
+    return tgt, target_split(tgt[ds.label].to_numpy().astype(int), seed=seed, test_fraction=test_fraction, groups=groups)
+
+
+def prepare_unit(ds: Dataset, sources: list[str], target: str, seed: int, test_fraction: float) -> Unit:
+    """Split the target, fit the preprocessing on the allowed rows and transform every part."""
+    dom = ds.frame[ds.domain].astype(str)
+    src = ds.frame[dom.isin(sources)]
+    tgt, split = split_target(ds, target, seed, test_fraction)
+    pool, test = tgt.iloc[split.pool], tgt.iloc[split.test]
+    pre = make_preprocessor(ds.numeric, ds.categorical).fit(pd.concat([src, pool])[ds.features])
+    src_ids = {s: i + 1 for i, s in enumerate(sources)}
+    sd = np.r_[dom[dom.isin(sources)].map(src_ids).to_numpy().astype(int), -np.ones(len(pool), int)]
+    label = lambda frame: frame[ds.label].to_numpy().astype(int)  # noqa: E731
+    return Unit(src=src, pool=pool, test=test, pre=pre, Xs=pre.transform(src[ds.features]),
+                Xp=pre.transform(pool[ds.features]), Xte=pre.transform(test[ds.features]),
+                ys=label(src), yp=label(pool), yte=label(test), sd=sd)
+
+
 def run_unit(ds: Dataset, sources: list[str], target: str, seed: int, budgets: list[int],
              methods: list[str], test_fraction: float, keep_predictions: bool = False,
              selection=None) -> tuple[list, list, list, list]:
@@ -180,29 +222,12 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
     from ..selection import expand_candidates, select
     from ..shift import estimate_label_shift
 
-    f = ds.frame
-    dom = f[ds.domain].astype(str)
-    src_rows = f[dom.isin(sources)]
-    tgt_rows = f[dom == target]
-    yt = tgt_rows[ds.label].to_numpy().astype(int)
-    groups = tgt_rows[ds.group].to_numpy() if ds.group and ds.group in tgt_rows else None
-    split = target_split(yt, seed=seed, test_fraction=test_fraction, groups=groups)
     records, skipped, preds, selections = [], [], [], []
-    if len(np.unique(yt[split.test])) < 2:
+    u = prepare_unit(ds, sources, target, seed, test_fraction)
+    if len(np.unique(u.yte)) < 2:
         return records, [dict(target=target, seed=seed, n_labeled=None, reason="test half holds one class")], preds, selections
-    pool = tgt_rows.iloc[split.pool]
-    test = tgt_rows.iloc[split.test]
-    # Preprocessing is fitted on source + target pool rows only, never on test rows.
-    pre = make_preprocessor(ds.numeric, ds.categorical).fit(pd.concat([src_rows, pool])[ds.features])
-    Xs = pre.transform(src_rows[ds.features])
-    Xp = pre.transform(pool[ds.features])
-    Xte = pre.transform(test[ds.features])
-    ys = src_rows[ds.label].to_numpy().astype(int)
-    yp = pool[ds.label].to_numpy().astype(int)
-    yte = test[ds.label].to_numpy().astype(int)
-    src_ids = {s: i + 1 for i, s in enumerate(sources)}
-    ds_ids = dom[dom.isin(sources)].map(src_ids).to_numpy().astype(int)
-    sd = np.r_[ds_ids, -np.ones(len(pool), int)]
+    f, src_rows, pool, test = ds.frame, u.src, u.pool, u.test
+    Xs, Xp, Xte, ys, yp, yte, sd = u.Xs, u.Xp, u.Xte, u.ys, u.yp, u.yte, u.sd
     ref_cols = None
     eval_mask = np.ones(len(test), bool)
     if ds.reference_score:
@@ -416,10 +441,7 @@ def diagnose_targets(ds: Dataset, sources: list[str], targets: list[str], test_f
 
     out = {}
     for t in targets:
-        tgt = ds.frame[ds.frame[ds.domain].astype(str) == t]
-        yt = tgt[ds.label].to_numpy().astype(int)  # used for the stratified split only
-        groups = tgt[ds.group].to_numpy() if ds.group and ds.group in tgt else None
-        split = target_split(yt, seed=seed, test_fraction=test_fraction, groups=groups)
+        tgt, split = split_target(ds, t, seed, test_fraction)  # labels used only to stratify
         out[t] = diagnose(ds, sources, t, rows_target=tgt.index[split.pool], random_state=seed, n_permutations=50)
     return out
 
