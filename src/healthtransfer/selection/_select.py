@@ -167,7 +167,11 @@ def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int =
         rank_score = {n: -(a + d) / 2 for n, a, d in zip(names, auc_rank, dev_rank)}
     fam = {c.name: c.family for c in candidates}
     best = max(names, key=lambda n: (np.nan_to_num(rank_score[n], nan=-np.inf), -names.index(n)))
-    baselines = [n for n in names if fam[n] == "baseline"]
+    # The bar a transfer method must clear: the plain baselines and, when the study names one,
+    # the external clinical score recalibrated at the target (APACHE IV in eICU) - an existing
+    # model the site already trusts, not an adaptation to be proven.
+    ref = {c.name: c.uses_reference for c in candidates}
+    baselines = [n for n in names if fam[n] == "baseline" or ref[n]]
     best_base = max(baselines, key=lambda n: (np.nan_to_num(rank_score[n], nan=-np.inf), -names.index(n))) if baselines else None
     chosen, reason = best, f"highest {criterion} score"
     if best_base is not None and best != best_base:
