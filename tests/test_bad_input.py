@@ -148,7 +148,7 @@ def test_valid_study_runs(tmp_path):
         assert res.exit_code == 0, res.output
         assert (out / "report.html").is_file() and (out / "results.json").is_file()
         payload = json.loads((out / "results.json").read_text())
-        assert {r["method"] for r in payload["results"]} == {"source_lr", "target_lr"}
+        assert {r["method"] for r in payload["results"]} == {"source_lr", "target_lr", "selected"}
         assert not [p for p in out.iterdir() if p.name.startswith(".")], "staging left behind"
         res = cli("data", "inspect", study, "--json")
         assert res.exit_code == 0, res.output
