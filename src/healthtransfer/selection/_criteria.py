@@ -37,6 +37,15 @@ class OOF:
     criterion: str
     reverse_proba: np.ndarray | None = None  # reverse validation, source CV only
     target_entropy: float | None = None
+    rows: np.ndarray | None = None  # positions of these rows in the fit matrix
+
+    def rows_mask(self, mask: np.ndarray) -> np.ndarray:
+        return np.asarray(mask, bool)[self.rows] if self.rows is not None else np.ones(len(self.y), bool)
+
+    def subset(self, keep: np.ndarray) -> "OOF":
+        return OOF(y=self.y[keep], proba=self.proba[keep], weight=self.weight[keep], criterion=self.criterion,
+                   reverse_proba=None if self.reverse_proba is None else self.reverse_proba[keep],
+                   target_entropy=self.target_entropy, rows=None if self.rows is None else self.rows[keep])
 
 
 def target_cv_oof(factory, X, y, sd, n_classes, *, seed=0, n_splits=5, uses_target_labels=True) -> OOF | None:
@@ -54,14 +63,14 @@ def target_cv_oof(factory, X, y, sd, n_classes, *, seed=0, n_splits=5, uses_targ
         est = factory(random_state=seed)
         est.fit(X, np.where(sd < 0, -1, y), sample_domain=sd)
         proba[:] = _pad(est, est.predict_proba(X[lab], sample_domain=sd[lab]), n_classes)
-        return OOF(y=yl, proba=proba, weight=np.ones(len(lab)), criterion="target_cv")
+        return OOF(y=yl, proba=proba, weight=np.ones(len(lab)), criterion="target_cv", rows=lab)
     for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(lab, yl):
         y_fold = y.copy()
         y_fold[lab[te]] = -1  # held-out fold: labels hidden, rows stay as unlabelled target data
         est = factory(random_state=seed)
         est.fit(X, y_fold, sample_domain=sd)
         proba[te] = _pad(est, est.predict_proba(X[lab[te]], sample_domain=sd[lab[te]]), n_classes)
-    return OOF(y=yl, proba=proba, weight=np.ones(len(lab)), criterion="target_cv")
+    return OOF(y=yl, proba=proba, weight=np.ones(len(lab)), criterion="target_cv", rows=lab)
 
 
 def importance_weights(X, sd, *, seed=0, clip=20.0) -> np.ndarray:
@@ -114,7 +123,7 @@ def source_cv_oof(factory, X, y, sd, n_classes, weights, *, seed=0, n_splits=3) 
         else:
             reverse[te] = np.eye(n_classes)[pseudo[0]]
     return OOF(y=ys, proba=proba, weight=weights[src], criterion="iwcv", reverse_proba=reverse,
-               target_entropy=float(np.mean(ents)))
+               target_entropy=float(np.mean(ents)), rows=src)
 
 
 def _pad(est, p, n_classes):

@@ -123,7 +123,8 @@ def _paired_gain(a: OOF, b: OOF, n_boot: int = 200, seed: int = 0) -> tuple[floa
 
 def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int = 0,
            margin: float = 1.0, min_gain: float = 0.01, n_splits_target: int = 5, n_splits_source: int = 3,
-           extra_columns: Callable[[Candidate], tuple[np.ndarray, np.ndarray]] | None = None) -> Selection:
+           extra_columns: Callable[[Candidate], tuple[np.ndarray, np.ndarray]] | None = None,
+           score_mask: np.ndarray | None = None) -> Selection:
     """Score every candidate on the fit rows only and choose one (see the module docstring).
 
     ``X, y, sd`` are exactly the rows and masked labels the candidates are fitted on; no
@@ -165,6 +166,15 @@ def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int =
         auc_rank = _ranks([scores[n]["auroc"] for n in names], higher_better=True)
         dev_rank = _ranks([scores[n]["dev_logloss"] for n in names], higher_better=False)
         rank_score = {n: -(a + d) / 2 for n, a, d in zip(names, auc_rank, dev_rank)}
+    if score_mask is not None:
+        # score only the rows the test metric will use (e.g. those with the reference score),
+        # so candidates are compared on the same kind of rows in selection and in evaluation
+        for name, oof in oofs.items():
+            keep = oof.rows_mask(score_mask)
+            if keep.sum() >= 4 and len(np.unique(oof.y[keep])) > 1:
+                oofs[name] = oof.subset(keep)
+                scores[name]["auroc"] = _auroc(oofs[name].y, oofs[name].proba,
+                                               oofs[name].weight if oof.criterion == "iwcv" else None)
     fam = {c.name: c.family for c in candidates}
     best = max(names, key=lambda n: (np.nan_to_num(rank_score[n], nan=-np.inf), -names.index(n)))
     # The bar a transfer method must clear: the plain baselines and, when the study names one,

@@ -310,7 +310,8 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             choice = select(runnable, X_train, y_train, sd, n_classes, seed=seed, margin=sel.margin, min_gain=sel.min_gain,
-                            n_splits_target=sel.folds_target, n_splits_source=sel.folds_source, extra_columns=extra)
+                            n_splits_target=sel.folds_target, n_splits_source=sel.folds_source, extra_columns=extra,
+                            score_mask=None if ref_cols is None else ~np.isnan(ref_cols[0]))
         chosen = next(c for c in runnable if c.name == choice.chosen)
         proba = test_proba[chosen.name]
         p_eval = proba[eval_mask]
