@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.dataset import fingerprint
+from ..reports._io import replace_path
 from ._card import render_card
 from ._load import (FORMAT, FORMAT_VERSION, MANIFEST, BundleError, check_trusted_types,
                     load_bundle, sha256_file)
@@ -252,14 +253,7 @@ def write_bundle(out_dir, *, model, preprocessor, dataset, training_frame: pd.Da
                     os.fsync(fh.fileno())
         # The bundle must reproduce the in-memory model before it replaces anything.
         _check_round_trip(stage, model, preprocessor, training_frame[features])
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(stage, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, out_dir)
+        replace_path(stage, out_dir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out_dir

@@ -25,10 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-__all__ = ["Recalibrator", "prior_shift_adjust", "reliability_curve"]
+__all__ = ["Recalibrator", "logit", "prior_shift_adjust", "reliability_curve"]
 
 
-def _logit(p):
+def logit(p):
+    """log(p / (1 - p)), with p clipped to [1e-6, 1 - 1e-6]."""
     p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 
@@ -49,7 +50,7 @@ class Recalibrator:
         y = np.asarray(y).astype(int)
         p = np.asarray(p, float)
         n, n_min = len(y), int(np.bincount(y, minlength=2).min())
-        z = _logit(p)
+        z = logit(p)
         if n_min == 0:
             self.kind = "none"
         elif n >= self.min_rows_isotonic and n_min >= 20:
@@ -72,7 +73,7 @@ class Recalibrator:
             return p
         if self.kind == "isotonic":
             return self._iso.predict(p)
-        return 1 / (1 + np.exp(-(self.a + self.b * _logit(p))))
+        return 1 / (1 + np.exp(-(self.a + self.b * logit(p))))
 
 
 def _fit_logistic(z, y, slope: bool, prior_rows: float = 4.0):

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_output_dir", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["atomic_output_dir", "atomic_write_text", "atomic_write_bytes", "replace_path"]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -33,6 +33,20 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def replace_path(new: Path, dest: Path) -> None:
+    """Move ``new`` onto ``dest``; an existing folder is swapped out first (a folder cannot be
+    replaced by rename) and removed only once ``new`` is in place."""
+    new, dest = Path(new), Path(dest)
+    if dest.is_dir() and not dest.is_symlink():
+        old = dest.parent / f".old-{dest.name}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+        os.replace(new, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, dest)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out: Path):
     """Yield a staging folder; on success its entries replace those of the same name in
@@ -44,15 +58,7 @@ def atomic_output_dir(out: Path):
     try:
         yield stage
         for entry in stage.iterdir():
-            dest = out / entry.name
-            if dest.is_dir() and not dest.is_symlink():
-                old = out / f".old-{entry.name}"
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(dest, old)
-                os.replace(entry, dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(entry, dest)
+            replace_path(entry, out / entry.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         if created and not any(out.iterdir()):

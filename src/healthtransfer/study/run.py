@@ -32,6 +32,7 @@ from ..data import Dataset, load_dataset, load_table
 from ..data.preprocess import make_preprocessor
 from ..data.splits import label_budget, target_split
 from ..errors import UserInputError
+from ..evaluation.calibration import logit
 from ..evaluation.metrics import fast_bootstrap_ci, score
 from ..methods import get_method
 from ..methods._registry import resolve_method
@@ -155,11 +156,6 @@ def _methods(study: Study, methods: list[str] | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _logit(p):
-    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
-
-
 @dataclass
 class Unit:
     """One (target, seed): the rows on each side of the split and the preprocessed matrices.
@@ -233,7 +229,7 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
     if ds.reference_score:
         ref_train = np.r_[src_rows[ds.reference_score].to_numpy(float), pool[ds.reference_score].to_numpy(float)]
         ref_test = test[ds.reference_score].to_numpy(float)
-        ref_cols = (_logit(ref_train), _logit(ref_test))
+        ref_cols = (logit(ref_train), logit(ref_test))
         ref_cols[0][np.isnan(ref_train)] = np.nan
         ref_cols[1][np.isnan(ref_test)] = np.nan
         # Like the eicu-region protocol: every method is scored on the test rows that have the
