@@ -14,7 +14,7 @@ Example
 ...                  "labeled_target": [0, 10], "methods": ["source_lr", "target_lr"]}})
 >>> result = run_study(study, progress=False)
 >>> sorted({r["method"] for r in result.records})
-['source_lr', 'target_lr']
+['selected', 'source_lr', 'target_lr']
 """
 
 from __future__ import annotations
