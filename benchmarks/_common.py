@@ -60,6 +60,11 @@ SKADA_MAX_ROWS = {"TCA": 1500, "KMM": 3000, "KLIEP": 8000, "OTMapping": 8000, "E
                   "JDOT": 3000}
 
 
+# The parts of a unit, and the record ``side`` each one writes.
+PHASES = ("ours", "selection", "skada", "extra")
+PHASE_SIDES = {"ours": {"ours", "reference"}, "selection": {"selected"}, "skada": {"skada"}, "extra": {"extra"}}
+
+
 @dataclass
 class BenchConfig:
     name: str
@@ -78,6 +83,8 @@ class BenchConfig:
     notes: list[str] = field(default_factory=list)
     n_jobs: int = 2
     test_fraction: float = 0.5
+    # which parts of a unit run (a re-run of one phase can be merged into a committed result)
+    phases: tuple[str, ...] = PHASES
 
     def pair_label(self, target: str) -> str:
         return f"{'+'.join(self.sources_by_target[target])}→{target}"
@@ -257,11 +264,11 @@ def run_bench_unit(cfg: BenchConfig, ds, target: str, seed: int,
         except Exception:  # pragma: no cover
             pass
         try:
-            return _run_bench_unit(cfg, ds, target, seed, extras)
+            return dict(_run_bench_unit(cfg, ds, target, seed, extras), target=target, seed=seed)
         except Exception as exc:  # keep the rest of the run; the unit is reported as skipped
             import traceback
 
-            return dict(records=[], selections=[], seconds=0.0, phases={},
+            return dict(records=[], selections=[], seconds=0.0, phases={}, target=target, seed=seed,
                         skipped=[dict(target=target, seed=seed, n_labeled=None, method="(unit)",
                                       reason=f"unit failed: {type(exc).__name__}: {str(exc)[:300]}",
                                       traceback=traceback.format_exc()[-2000:])])
@@ -280,9 +287,12 @@ def _run_bench_unit(cfg, ds, target, seed, extras):
     records: list[dict] = []
     skipped: list[dict] = []
     # 1. ours, through the product's runner
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        recs, sk, _, _ = run_unit(ds, sources, target, seed, budgets, cfg.methods, cfg.test_fraction, False, None)
+    recs, sk = [], []
+    if "ours" in cfg.phases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            recs, sk, _, _ = run_unit(ds, sources, target, seed, budgets, cfg.methods, cfg.test_fraction, False,
+                                      None)
     for r in recs:
         r = _clean(r)
         r["side"] = "reference" if str(r["method"]).startswith("reference:") else "ours"
@@ -291,7 +301,7 @@ def _run_bench_unit(cfg, ds, target, seed, extras):
     phases["ours"] = round(time.perf_counter() - t_unit)
     # 2. selection, exactly as a study runs it, over the candidate pool
     selections = []
-    if cfg.selection:
+    if cfg.selection and "selection" in cfg.phases:
         n_cls = len(ds.class_names) if ds.class_names else 2
         pool = [m for m in cfg.selection_pool if n_cls == 2 or get_method(m).multiclass]
         t0 = time.perf_counter()
@@ -309,15 +319,16 @@ def _run_bench_unit(cfg, ds, target, seed, extras):
                 r["fit_seconds"] = sel_s / n_b  # candidates' fits + CV, per budget
                 records.append(r)
         for s in sels:
-            selections.append({k: s[k] for k in ("target", "seed", "n_labeled", "chosen", "criterion", "reason",
+            selections.append({k: s[k] for k in ("target", "seed", "n_labeled", "chosen", "criterion", "reason", "anchor",
                                                  "best_candidate", "best_baseline", "calibration")})
     # 3. skada, on the same matrices (fitted once: skada masks target labels)
     ctx = unit_context(ds, sources, target, seed, cfg.test_fraction)
     if len(np.unique(ctx.yte)) < 2:
         return dict(records=records, skipped=skipped, selections=selections, seconds=time.perf_counter() - t_unit)
-    done_budgets = sorted({r["n_labeled"] for r in records if r["side"] == "ours"})
+    done_budgets = sorted({r["n_labeled"] for r in records if r["side"] in ("ours", "selected")}
+                          or _feasible_budgets(ctx, budgets))
     t0 = time.perf_counter()
-    sk_out = run_skada(ctx, cfg.skada) if cfg.skada else []
+    sk_out = run_skada(ctx, cfg.skada) if cfg.skada and "skada" in cfg.phases else []
     phases["skada"] = round(time.perf_counter() - t0)
     for name, proba, fit_s, err in sk_out:
         if proba is None:
@@ -327,7 +338,7 @@ def _run_bench_unit(cfg, ds, target, seed, extras):
             records.append(_score_record(ctx, f"skada:{name}", "skada", "skada", n_t, proba, fit_s,
                                          labels_used=False))
     # 4. dataset-specific extras, per budget, on the same split and labelled draw
-    if extras is not None:
+    if extras is not None and "extra" in cfg.phases:
         for n_t in done_budgets:
             lab = label_budget(ctx.yp, np.arange(len(ctx.pool)), n_t, seed=seed)
             for name, family, proba, fit_s in extras(ctx, n_t, lab):
@@ -336,23 +347,74 @@ def _run_bench_unit(cfg, ds, target, seed, extras):
                 phases=phases)
 
 
+def _feasible_budgets(ctx, budgets) -> list[int]:
+    """The budgets the pool can hold (used when the ``ours`` phase did not run in this pass)."""
+    return [b for b in budgets if b <= len(ctx.pool)]
+
+
 # --------------------------------------------------------------------------------------------
 # driver
 # --------------------------------------------------------------------------------------------
 
+def _previous_results(path: Path) -> list[dict]:
+    """A committed run split back into per-unit results (records, skipped, selections)."""
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    units: dict[tuple, dict] = {}
+
+    def unit(t, s):
+        return units.setdefault((t, int(s)), dict(records=[], skipped=[], selections=[], seconds=0.0, phases={},
+                                                   target=t, seed=int(s)))
+    for r in old["records"]:
+        unit(r["target"], r["seed"])["records"].append(r)
+    for s in old.get("skipped", []):
+        if s.get("seed") is not None:
+            unit(s["target"], s["seed"])["skipped"].append(s)
+    for s in old.get("selections", []):
+        unit(s["target"], s["seed"])["selections"].append(s)
+    return list(units.values())
+
+
+def _merge_unit(old: dict | None, new: dict, phases) -> dict:
+    """``new`` (a re-run of ``phases``) laid over ``old``: the other phases' records are kept."""
+    if old is None:
+        return new
+    rerun_sides = set().union(*(PHASE_SIDES[p] for p in phases))
+    rerun_methods = {r["method"] for r in new["records"]} | {s["method"] for s in new["skipped"]}
+    keep = [r for r in old["records"] if not (r.get("side") in rerun_sides and r["method"] in rerun_methods)]
+    skipped = [s for s in old["skipped"] if s["method"] not in rerun_methods] + new["skipped"]
+    selections = new["selections"] if "selection" in phases else old["selections"]
+    return dict(records=keep + new["records"], skipped=skipped, selections=selections,
+                seconds=new["seconds"], phases=new.get("phases", {}), target=new["target"], seed=new["seed"])
+
 def run_benchmark(cfg: BenchConfig, ds, extras: Callable | None = None, out_dir: Path = RESULTS,
-                  progress: bool = True, extra_md: Callable | None = None) -> dict:
+                  progress: bool = True, extra_md: Callable | None = None, merge: bool = False,
+                  resume: bool = False) -> dict:
+    """Run every (target, seed) unit and write ``NAME.json`` and ``NAME.md``.
+
+    ``resume``: units already in the committed ``NAME.json`` are kept and not re-run.
+    ``merge``: the phases in ``cfg.phases`` are re-run for every unit and laid over the committed
+    run's other phases (e.g. ``--phases selection --merge`` after a change to model selection).
+    """
     from joblib import Parallel, delayed
 
     t0 = time.perf_counter()
-    # seed-major, so a run stopped early still covers every target with its first seeds
-    units = [(t, s) for s in cfg.seeds for t in cfg.sources_by_target]
-    jobs = (delayed(run_bench_unit)(cfg, ds, t, s, extras) for t, s in units)
-    results = []
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = {(u["target"], u["seed"]): u for u in _previous_results(out_dir / f"{cfg.name}.json")} \
+        if (merge or resume) else {}
+    # seed-major, so a run stopped early still covers every target with its first seeds
+    units = [(t, s) for s in cfg.seeds for t in cfg.sources_by_target]
+    results = []
+    if resume:
+        results = [previous[u] for u in units if u in previous]
+        units = [u for u in units if u not in previous]
+    jobs = (delayed(run_bench_unit)(cfg, ds, t, s, extras) for t, s in units)
     partial = out_dir / f"{cfg.name}.partial.json"
     for i, res in enumerate(Parallel(n_jobs=cfg.n_jobs, return_as="generator_unordered")(jobs), 1):
+        if merge:
+            res = _merge_unit(previous.get((res["target"], res["seed"])), res, cfg.phases)
         results.append(res)
         if progress:
             print(f"[{cfg.name}] unit {i}/{len(units)} done in {res['seconds']:.0f}s {res.get('phases')} "
@@ -675,13 +737,20 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default=None, help="default benchmarks/results (quick: benchmarks/results/quick)")
     p.add_argument("--report-only", action="store_true",
                    help="do not run: rebuild the summary and the .md from the existing JSON")
+    p.add_argument("--phases", nargs="*", default=None, choices=PHASES,
+                   help="run only these parts of each unit (default: all)")
+    p.add_argument("--merge", action="store_true",
+                   help="lay the re-run phases over the committed JSON's other phases (with --phases)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the units already in the committed JSON and run only the missing ones")
     return p
 
 
 def run_or_report(cfg: BenchConfig, args, load: Callable, out_dir: Path, extras: Callable | None = None,
                   extra_md: Callable | None = None) -> dict:
     if not args.report_only:
-        return run_benchmark(cfg, load(), extras=extras, out_dir=out_dir, progress=not args.quick, extra_md=extra_md)
+        return run_benchmark(cfg, load(), extras=extras, out_dir=out_dir, progress=not args.quick, extra_md=extra_md,
+                             merge=args.merge, resume=args.resume)
     path = Path(out_dir) / f"{cfg.name}.json"
     partial = Path(out_dir) / f"{cfg.name}.partial.json"
     if partial.exists():  # a run stopped at the deadline: report the units it completed
@@ -738,6 +807,8 @@ def apply_cli(cfg: BenchConfig, args, quick_methods: list[str], quick_skada: lis
     cfg.budgets_by_target = {t: cfg.budgets_by_target[t] for t in cfg.sources_by_target}
     if args.no_selection:
         cfg.selection = False
+    if args.phases:
+        cfg.phases = tuple(args.phases)
     cfg.n_jobs = args.n_jobs
     out_dir = Path(args.out_dir) if args.out_dir else (RESULTS / "quick" if args.quick else RESULTS)
     return cfg, out_dir

@@ -83,9 +83,13 @@ def selection_section(out, df) -> str:
              "`selected` is chosen on the fit rows only; `oracle` = the selection-pool member with the best mean "
              "test AUROC at that (target, n_t); `best baseline` = best of source/target/pooled × LR/GBM by mean "
              "test AUROC (both picked with test labels). win = share of seeds where selected beats that "
-             "baseline (paired). ECE after the runner's calibration step.", ""]
+             "baseline (paired). ECE after the runner's calibration step. ECE floor: the ECE a perfectly "
+             "calibrated model with the selected model's test predictions would score (labels drawn from the "
+             "predictions, `healthtransfer.evaluation.ece_noise_floor`): 10-bin ECE on ~60-150 test rows is "
+             "biased upward by sampling noise alone.", ""]
     lines += ["| target | n_t | selected AUROC | oracle AUROC | best baseline AUROC | sel − oracle | sel − baseline "
-              "(win) | selected ECE | best-baseline ECE | source_lr ECE |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "(win) | selected ECE | ECE floor | best-baseline ECE | source_lr ECE |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (t, b), g in au.groupby(["target", "n_labeled"]):
         g = g.set_index("method")
         ge = ece[(ece.target == t) & (ece.n_labeled == b)].set_index("method")
@@ -100,9 +104,11 @@ def selection_section(out, df) -> str:
         dd = (a - c).dropna()
         win = f"{(dd > 0).mean():.0%}" if len(dd) else "—"
         ec = (lambda m: _fmt(float(ge.loc[m, "mean"]), float(ge.loc[m, "std"])) if m in ge.index else "—")
+        sel_rows = df[(df.target == t) & (df.n_labeled == b) & (df.method == "selected")]
+        floor = _fmt(float(sel_rows["ece_floor"].mean())) if "ece_floor" in sel_rows and sel_rows["ece_floor"].notna().any() else "—"
         lines.append(f"| {t} | {b} | {_fmt(s_, float(g.loc['selected', 'std']))} | {orc} {_fmt(o_)} | {base} {_fmt(b_)} | "
                      f"{s_ - o_:+.3f} | {s_ - b_:+.3f} ({win}) | {ec('selected') if b >= 20 else '(n_t < 20) ' + ec('selected')} | "
-                     f"{ec(base)} | {ec('source_lr')} |")
+                     f"{floor} | {ec(base)} | {ec('source_lr')} |")
     lines.append("")
     return "\n".join(lines)
 

@@ -97,3 +97,66 @@ def test_prior_shift_adjustment_moves_the_mean_and_keeps_the_ranking():
     p = np.array([0.1, 0.3, 0.5, 0.7])
     q = prior_shift_adjust(p, [0.5, 0.5], [0.2, 0.8])
     assert np.all(q > p) and np.all(np.diff(q) > 0)
+
+
+def test_too_few_labels_of_a_class_keep_the_label_free_choice():
+    """Concept shift makes target_lr the right answer with enough labels, but with 3 labelled
+    rows of the rare class target CV cannot show it: the label-free choice stays, and says why."""
+    d = make_shifted_domains("concept", n_source=300, n_target=300, random_state=1)
+    tgt = np.flatnonzero(d.sample_domain < 0)
+    pos, neg = tgt[d.y[tgt] == 1][:3], tgt[d.y[tgt] == 0][:27]
+    y = np.where(d.sample_domain < 0, -1, d.y)
+    y[pos], y[neg] = 1, 0
+    cands = expand_candidates(["source_lr", "pooled_lr", "target_lr", "linear_prior"], grid=False)
+    s = select(cands, d.X, y, d.sample_domain, 2, seed=0)
+    assert s.criterion == "target_cv"
+    assert s.anchor == "source_lr" and s.chosen == "source_lr"
+    assert "rarest class" in s.reason and "3" in s.reason
+    # with the bar lowered, the same scores let target CV decide
+    s2 = select(cands, d.X, y, d.sample_domain, 2, seed=0, min_per_class=2, margin=0, min_gain=0)
+    assert s2.chosen == s2.best_candidate
+
+
+def test_labelled_rows_must_beat_the_label_free_choice():
+    """No shift: target-trained candidates cannot beat the label-free choice beyond noise."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(500, 4))
+    y_true = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(scale=0.8, size=500) > 0).astype(int)
+    sd = np.r_[np.ones(300, int), -np.ones(200, int)]
+    y = np.where(sd < 0, -1, y_true)
+    y[300:340] = y_true[300:340]  # 40 labelled target rows
+    cands = expand_candidates(["source_lr", "target_lr", "pooled_lr", "feat_aug_lr"], grid=False)
+    s = select(cands, X, y, sd, 2, seed=0)
+    assert s.anchor == "source_lr"
+    assert s.chosen == "source_lr", s.reason
+    assert s.to_dict()["anchor"] == "source_lr"
+
+
+def test_repeated_target_cv_averages_each_row_over_repeats():
+    from healthtransfer.selection._criteria import target_cv_oof
+
+    d = make_shifted_domains("concept", n_source=200, n_target=200, random_state=2)
+    y = d.masked_y(30, random_state=2)
+    fac = expand_candidates(["target_lr"])[0].factory
+    one = target_cv_oof(fac, d.X, y, d.sample_domain, 2, n_repeats=1)
+    three = target_cv_oof(fac, d.X, y, d.sample_domain, 2, n_repeats=3)
+    assert np.array_equal(one.rows, three.rows)
+    assert np.allclose(three.proba.sum(axis=1), 1)
+    assert not np.allclose(one.proba, three.proba)  # other fold assignments were averaged in
+
+
+def test_large_inputs_are_scored_on_a_sample_that_keeps_every_labelled_row():
+    from healthtransfer.selection._select import _sample_rows
+
+    rng = np.random.default_rng(0)
+    sd = np.r_[np.ones(3000, int), -np.ones(2000, int)]
+    y = np.where(sd > 0, rng.integers(0, 2, 5000), -1)
+    y[3000:3040] = rng.integers(0, 2, 40)
+    X = rng.normal(size=(5000, 3))
+    Xs, ys, sds, mask, extra = _sample_rows(X, y, sd, np.ones(5000, bool), lambda c: np.arange(5000.0), 1000, 0)
+    assert len(Xs) == 1000 and mask.shape == (1000,)
+    assert ((sds < 0) & (ys != -1)).sum() == 40  # every labelled target row kept
+    assert np.array_equal(X[extra(None).astype(int)], Xs)  # the reference column follows the rows
+    d = make_shifted_domains("covariate", n_source=400, n_target=300, random_state=0)
+    s = select(expand_candidates(["source_lr", "coral_lr"]), d.X, d.masked_y(0), d.sample_domain, 2, max_rows=300)
+    assert s.chosen.split("[")[0] in {"source_lr", "coral_lr"} and len(s.oof["source_lr"].y) < 300

@@ -117,6 +117,27 @@ def _is_unlabelled(y: np.ndarray) -> np.ndarray:
     return np.array([v == UNLABELLED or v == str(UNLABELLED) for v in y], dtype=bool)
 
 
+# Above this many rows the imputer's medians come from a uniform sample: scikit-learn's median
+# sorts a masked copy of the whole matrix (4.7 s of an 8.7 s fit at 200k x 60; minutes at 2M).
+IMPUTER_SAMPLE_ROWS = 200_000
+
+
+def _fit_imputer(X: np.ndarray, max_rows: int = IMPUTER_SAMPLE_ROWS) -> SimpleImputer:
+    """Median imputer with missingness indicators, fitted on ``X`` or on a sample of it.
+
+    The sample is ``max_rows`` uniform rows plus, for every column missing anywhere in ``X``,
+    one row where it is missing, so the indicator columns are exactly those of a full fit.
+    """
+    imp = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)
+    if len(X) <= max_rows:
+        return imp.fit(X)
+    rows = np.random.default_rng(0).choice(len(X), max_rows, replace=False)
+    missing = np.isnan(X)
+    cols = np.flatnonzero(missing.any(axis=0))
+    first_missing = missing[:, cols].argmax(axis=0)
+    return imp.fit(X[np.unique(np.r_[rows, first_missing])])
+
+
 class TransferClassifier(ClassifierMixin, BaseEstimator):
     """Base class: validation, label encoding and domain bookkeeping.
 
@@ -152,9 +173,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             )
         self._imputer = None
         if not self.handles_nan:
-            self._imputer = SimpleImputer(
-                strategy="median", add_indicator=True, keep_empty_features=True
-            ).fit(X)
+            self._imputer = _fit_imputer(X)
             X = self._imputer.transform(X)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
 __all__ = ["OOF", "target_cv_oof", "source_cv_oof", "importance_weights", "dev_risk", "entropy"]
 
@@ -48,8 +48,10 @@ class OOF:
                    target_entropy=self.target_entropy, rows=None if self.rows is None else self.rows[keep])
 
 
-def target_cv_oof(factory, X, y, sd, n_classes, *, seed=0, n_splits=5, uses_target_labels=True) -> OOF | None:
-    """K-fold over the labelled target rows. Returns None if there are too few per class."""
+def target_cv_oof(factory, X, y, sd, n_classes, *, seed=0, n_splits=5, uses_target_labels=True,
+                  n_repeats=1) -> OOF | None:
+    """Repeated K-fold over the labelled target rows; each row's prediction is averaged over the
+    repeats (fewer fold-assignment artefacts at n_t of 10-40). None if too few per class."""
     lab = np.flatnonzero((sd < 0) & (y != -1))
     yl = y[lab]
     counts = np.bincount(yl, minlength=n_classes)
@@ -64,12 +66,14 @@ def target_cv_oof(factory, X, y, sd, n_classes, *, seed=0, n_splits=5, uses_targ
         est.fit(X, np.where(sd < 0, -1, y), sample_domain=sd)
         proba[:] = _pad(est, est.predict_proba(X[lab], sample_domain=sd[lab]), n_classes)
         return OOF(y=yl, proba=proba, weight=np.ones(len(lab)), criterion="target_cv", rows=lab)
-    for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(lab, yl):
+    splitter = RepeatedStratifiedKFold(n_splits=k, n_repeats=max(1, int(n_repeats)), random_state=seed)
+    for tr, te in splitter.split(lab, yl):
         y_fold = y.copy()
         y_fold[lab[te]] = -1  # held-out fold: labels hidden, rows stay as unlabelled target data
         est = factory(random_state=seed)
         est.fit(X, y_fold, sample_domain=sd)
-        proba[te] = _pad(est, est.predict_proba(X[lab[te]], sample_domain=sd[lab[te]]), n_classes)
+        proba[te] += _pad(est, est.predict_proba(X[lab[te]], sample_domain=sd[lab[te]]), n_classes)
+    proba /= max(1, int(n_repeats))
     return OOF(y=yl, proba=proba, weight=np.ones(len(lab)), criterion="target_cv", rows=lab)
 
 

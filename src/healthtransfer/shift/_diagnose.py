@@ -76,7 +76,7 @@ def _class_codes(dataset, ys: np.ndarray) -> tuple[list, list]:
 
 def diagnose(dataset, sources: list[str], target: str, *, rows_target=None, random_state: int = 0,
              n_permutations: int = 100, n_bootstrap: int = 100,
-             max_rows_mmd: int = 1000, features: list[str] | None = None) -> ShiftReport:
+             max_rows_mmd: int = 1000, features: list[str] | None = None, max_rows: int = 100_000) -> ShiftReport:
     """Measure covariate, missingness and label shift between ``sources`` and ``target``.
 
     Parameters
@@ -91,6 +91,9 @@ def diagnose(dataset, sources: list[str], target: str, *, rows_target=None, rand
         reuse one fitted quantity, so each permutation is cheap).
     n_bootstrap : bootstrap replicates of the target class-prior CI.
     features : optional subset of ``dataset.features``.
+    max_rows : above this many rows per side, the whole-table tests (domain classifier, MMD,
+        label shift, importance weights) use a uniform sample of that many rows per side; the
+        per-feature table always uses every row.
 
     Example
     -------
@@ -104,13 +107,13 @@ def diagnose(dataset, sources: list[str], target: str, *, rows_target=None, rand
     with threadpool_limits(limits=1):
         rep = _diagnose(dataset, sources, target, rows_target=rows_target, random_state=random_state,
                         n_permutations=n_permutations, n_bootstrap=n_bootstrap, max_rows_mmd=max_rows_mmd,
-                        features=features)
+                        features=features, max_rows=max_rows)
     rep.runtime_s = time.perf_counter() - t0
     return rep
 
 
 def _diagnose(dataset, sources, target, *, rows_target, random_state, n_permutations, n_bootstrap, max_rows_mmd,
-              features) -> ShiftReport:
+              features, max_rows=100_000) -> ShiftReport:
     if isinstance(sources, str):
         sources = [sources]
     sources = [str(s) for s in sources]
@@ -153,6 +156,16 @@ def _diagnose(dataset, sources, target, *, rows_target, random_state, n_permutat
     # 2. whole table, on the preprocessed matrix (fitted on the rows used: sources + target rows)
     from ..data.preprocess import feature_names, make_preprocessor
 
+    n_source = {s: int((src_dom == s).sum()) for s in sources}
+    if len(src_all) > max_rows or len(tgt) > max_rows:
+        # Whole-table tests on a uniform sample per side: their estimates are already precise
+        # at 10^5 rows, and the permutation tests hold an (n x permutations) matrix.
+        rng = np.random.default_rng(random_state)
+        if len(src_all) > max_rows:
+            src_all = src_all.iloc[np.sort(rng.choice(len(src_all), max_rows, replace=False))]
+            src_dom = src_all[dataset.domain].astype(str).to_numpy()
+        if len(tgt) > max_rows:
+            tgt = tgt.iloc[np.sort(rng.choice(len(tgt), max_rows, replace=False))]
     both = pd.concat([src_all[feats], tgt], axis=0)
     pre = make_preprocessor(numeric, categorical).fit(both)
     Xs = np.asarray(pre.transform(src_all[feats]), float)
@@ -201,12 +214,12 @@ def _diagnose(dataset, sources, target, *, rows_target, random_state, n_permutat
 
     rep = ShiftReport(
         dataset=dataset.name, sources=sources, target=target,
-        n_source={s: int((src_dom == s).sum()) for s in sources}, n_target=n_t,
+        n_source=n_source, n_target=n_t,
         features=ftab, never_measured=never, domain_classifier=dc, mmd=mmd, label_shift=ls, importance=imp,
         class_names=names,
         thresholds=THRESHOLDS,
         settings={"random_state": random_state, "n_permutations": int(n_permutations),
-                  "n_bootstrap": int(n_bootstrap), "max_rows_mmd": max_rows_mmd,
+                  "n_bootstrap": int(n_bootstrap), "max_rows_mmd": max_rows_mmd, "max_rows": int(max_rows),
                   "rows_target": "all target rows" if rows_target is None else "subset"},
     )
     rep.summary = summarise(rep)

@@ -106,14 +106,23 @@ def _fit_source_model(Xs, ys_idx, random_state):
 
 
 def estimate_label_shift(Xs: np.ndarray, ys, Xt: np.ndarray, *, classes=None, n_bootstrap: int = 100,
-                         level: float = 0.95, random_state=0) -> dict:
+                         level: float = 0.95, random_state=0, max_rows: int = 100_000) -> dict:
     """Estimate the target class prior. ``ys`` are SOURCE labels; the target is ``Xt`` only.
+
+    Above ``max_rows`` rows per side a uniform sample of that many is used (the bootstrap
+    holds an n_bootstrap x n_target matrix; the prior's CI at 10^5 rows is already narrow).
 
     Returns classes, source_prior, target_prior (EM), ci_low / ci_high (bootstrap percentile),
     bbse_prior, converged, n_bootstrap, chosen C and the source out-of-fold log-loss.
     """
     ys = np.asarray(ys)
     classes = list(classes) if classes is not None else sorted(np.unique(ys).tolist())
+    sampler = np.random.default_rng(random_state)
+    if len(Xs) > max_rows:
+        keep = np.sort(sampler.choice(len(Xs), max_rows, replace=False))
+        Xs, ys = Xs[keep], ys[keep]
+    if len(Xt) > max_rows:
+        Xt = Xt[np.sort(sampler.choice(len(Xt), max_rows, replace=False))]
     lookup = {c: i for i, c in enumerate(classes)}
     ys_idx = np.array([lookup[v] for v in ys.tolist()])
     K = len(classes)

@@ -129,6 +129,8 @@ class SelectionSection(_Strict):
     calibrate: bool = True
     folds_target: int = Field(default=5, ge=2, le=20)
     folds_source: int = Field(default=3, ge=2, le=20)
+    min_per_class: int = Field(default=5, ge=2, description="fewest labelled target rows of a class for target CV "
+                               "to override the label-free choice")
     diagnose: bool = True  # run shift diagnostics per target
 
 

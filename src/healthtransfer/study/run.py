@@ -200,7 +200,7 @@ def prepare_unit(ds: Dataset, sources: list[str], target: str, seed: int, test_f
 
 def run_unit(ds: Dataset, sources: list[str], target: str, seed: int, budgets: list[int],
              methods: list[str], test_fraction: float, keep_predictions: bool = False,
-             selection=None) -> tuple[list, list, list, list]:
+             selection=None, on_step=None) -> tuple[list, list, list, list]:
     """One (target, seed): split, preprocess, fit every method at every budget, score.
 
     Runs single-threaded: units are the parallel grain, and OpenMP thread pools on tables of a
@@ -210,11 +210,14 @@ def run_unit(ds: Dataset, sources: list[str], target: str, seed: int, budgets: l
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        return _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_predictions, selection)
+        return _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_predictions, selection,
+                         on_step)
 
 
-def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_predictions, sel=None):
+def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_predictions, sel=None, on_step=None):
+    step = on_step or (lambda what: None)  # progress: called as each fit / selection starts
     from ..evaluation.calibration import Recalibrator, prior_shift_adjust
+    from ..evaluation.metrics import ece_noise_floor
     from ..selection import expand_candidates, select
     from ..shift import estimate_label_shift
 
@@ -244,6 +247,7 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
     sub = test[ds.subgroup_columns()].reset_index(drop=True)
     label_shift = None  # estimated once per unit, from source labels and pool features only
     label_free_cache: dict[str, tuple[np.ndarray, float]] = {}
+    label_free_choice = None  # the selection with every target label hidden, shared by all budgets
     for n_t in budgets:
         if n_t > len(pool):
             skipped.append(dict(target=target, seed=seed, n_labeled=n_t, reason=f"budget larger than the pool ({len(pool)} rows)"))
@@ -258,6 +262,7 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
         test_proba: dict[str, np.ndarray] = {}
         runnable = []
         for c in candidates:
+            step(f"{target} seed {seed} n_t={n_t}: {c.name}")
             spec = c.spec
             if spec.needs_labels and n_t == 0:
                 continue
@@ -301,13 +306,22 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
             records.append(rec)
         if sel is None or not sel.enabled or not runnable:
             continue
+        step(f"{target} seed {seed} n_t={n_t}: selection")
         # ---- selection: scored on the fit rows only (source + pool), never on test rows ----
         extra = (lambda c: ref_cols[0]) if ref_cols is not None else None
+        sel_kw = dict(seed=seed, margin=sel.margin, min_gain=sel.min_gain, n_splits_target=sel.folds_target,
+                      n_splits_source=sel.folds_source, extra_columns=extra, min_per_class=sel.min_per_class,
+                      score_mask=None if ref_cols is None else ~np.isnan(ref_cols[0]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            choice = select(runnable, X_train, y_train, sd, n_classes, seed=seed, margin=sel.margin, min_gain=sel.min_gain,
-                            n_splits_target=sel.folds_target, n_splits_source=sel.folds_source, extra_columns=extra,
-                            score_mask=None if ref_cols is None else ~np.isnan(ref_cols[0]))
+            if n_t > 0 and label_free_choice is None:
+                # the same rows with the labels hidden: what n_t = 0 would choose (the bar)
+                free = [c for c in runnable if not c.spec.needs_labels]
+                label_free_choice = select(free, X_train, np.r_[ys, np.full(len(pool), -1)], sd, n_classes,
+                                           **sel_kw) if free else None
+            choice = select(runnable, X_train, y_train, sd, n_classes, label_free=label_free_choice, **sel_kw)
+            if n_t == 0:
+                label_free_choice = choice
         chosen = next(c for c in runnable if c.name == choice.chosen)
         proba = test_proba[chosen.name]
         p_eval = proba[eval_mask]
@@ -340,6 +354,8 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
         rec = _record(chosen.spec, sources, target, n_t, seed, yte[eval_mask], p_eval, n_classes, 0.0)
         rec.update(method="selected", chosen=chosen.name, base_method=chosen.method, criterion=choice.criterion,
                    calibration=calibration)
+        if n_classes == 2:  # what a perfectly calibrated model would score on these test rows
+            rec["ece_floor"] = ece_noise_floor(p_eval[:, 1], random_state=seed)
         if calibration != "none":
             rec.update(ece_uncalibrated=before["ece"], brier_uncalibrated=before["brier"])
         records.append(rec)
@@ -410,17 +426,27 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
                               study.selection)
             for t, s in units)
     results = []
-    with _progress(progress, len(units), f"{study.study.name}: {len(names)} methods") as advance:
-        from ._backends import parallel_backend
+    if backend is None and (n_jobs == 1 or len(units) == 1):
+        # in-process: the bar moves with every fit, not only with every (target, seed) unit,
+        # which matters when one fit on 10^6 rows takes a minute
+        steps = len(units) * len(tr.labeled_target) * (len(names) + int(bool(study.selection.enabled)))
+        with _progress(progress, steps, f"{study.study.name}: {len(names)} methods") as advance:
+            for t, s in units:
+                results.append(run_unit(ds, tr.sources, t, s, tr.labeled_target, names, tr.test_fraction,
+                                        keep_predictions, study.selection, on_step=advance))
+    else:
+        with _progress(progress, len(units), f"{study.study.name}: {len(names)} methods") as advance:
+            from ._backends import parallel_backend
 
-        with parallel_backend(backend, n_jobs=n_jobs) as active:  # "ray"/"dask": same sweep on a cluster
-            as_ = "list" if active in ("ray", "dask") else "generator"  # ray: no generator support
-            for res in Parallel(n_jobs=n_jobs, return_as=as_)(jobs):
-                results.append(res)
-                advance()
+            with parallel_backend(backend, n_jobs=n_jobs) as active:  # "ray"/"dask": same sweep on a cluster
+                as_ = "list" if active in ("ray", "dask") else "generator"  # ray: no generator support
+                for res in Parallel(n_jobs=n_jobs, return_as=as_)(jobs):
+                    results.append(res)
+                    advance()
     shift = {}
     if study.selection.diagnose:
-        shift = diagnose_targets(ds, tr.sources, targets_of(study), tr.test_fraction)
+        with _progress(progress, len(targets_of(study)), "shift diagnostics") as advance:
+            shift = diagnose_targets(ds, tr.sources, targets_of(study), tr.test_fraction, on_target=advance)
     return StudyResult(
         study=study, dataset=ds,
         records=[r for res in results for r in res[0]],
@@ -432,12 +458,15 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
     )
 
 
-def diagnose_targets(ds: Dataset, sources: list[str], targets: list[str], test_fraction: float, seed: int = 0) -> dict:
+def diagnose_targets(ds: Dataset, sources: list[str], targets: list[str], test_fraction: float, seed: int = 0,
+                     on_target=None) -> dict:
     """Shift diagnostics per target on the target's pool rows of ``seed`` (never its test rows)."""
     from ..shift import diagnose
 
     out = {}
     for t in targets:
+        if on_target is not None:
+            on_target(f"shift diagnostics: {t}")
         tgt, split = split_target(ds, t, seed, test_fraction)  # labels used only to stratify
         out[t] = diagnose(ds, sources, t, rows_target=tgt.index[split.pool], random_state=seed, n_permutations=50)
     return out
@@ -450,17 +479,32 @@ class _progress:
         self.enabled, self.total, self.label = enabled, total, label
 
     def __enter__(self):
+        """Returns ``advance(what=None)``: one step done; ``what`` (the step now starting) is shown."""
         if not self.enabled:
-            return lambda: None
+            return lambda what=None: None
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                            transient=False)
         self._p.start()
-        task = self._p.add_task(self.label, total=self.total)
-        return lambda: self._p.advance(task)
+        self._task = self._p.add_task(self.label, total=self.total)
+        self._started = False
+
+        def advance(what=None):
+            if what is None:
+                self._p.advance(self._task)
+                return
+            # a step starting: the previous one has finished
+            if self._started:
+                self._p.advance(self._task)
+            self._started = True
+            self._p.update(self._task, description=f"{self.label} | {what}")
+
+        return advance
 
     def __exit__(self, *exc):
         if self.enabled:
+            if self._started:
+                self._p.update(self._task, completed=self.total, description=self.label)
             self._p.stop()
         return False
