@@ -66,6 +66,13 @@ def config() -> BenchConfig:
             "linear_prior, stacking_lr, recalibration_lr; no deep methods, which would cost ~5 CV refits "
             "each), then the runner's calibration step, exactly as `run_unit` does. Its ECE/Brier are after "
             "that calibration.",
+            "Selection rule of this run: at n_t = 0 a transfer method must beat the best baseline on IWCV+DEV "
+            "by > 1 se and > 0.01 AUROC; at n_t > 0 any candidate must beat the label-free choice on repeated "
+            "target CV by the same margin, and with < 5 labelled rows of a class the label-free choice is kept.",
+            "How the committed run was produced (same code for every record of a kind): seeds 0-7 `ours` + "
+            "`skada` in an earlier session; seeds 8-19 with `--phases ours skada --resume` (17 min, n_jobs=2; "
+            "a re-run of hungarian seed 0 reproduced the earlier records exactly); then `--phases selection "
+            "--merge` for all 60 units after the selection change (the time in the line above is that pass).",
             "Baselines: source-only / target-only / pooled × {LR, HistGradientBoosting} (`*_gbm`).",
             "Switzerland has 8 negatives: seeds whose test half or labelled draw holds one class are skipped "
             "(see 'Seeds kept').",
