@@ -63,3 +63,28 @@ def test_quick_run_json_shape(tmp_path, name, methods, budgets, metric, needs_da
         assert "## Against APACHE IV" in md
     if out["config"]["selection"]:
         assert any(r["method"] == "selected" for r in recs)
+
+
+def test_large_parquet_quick(tmp_path):
+    """The large-Parquet benchmark end to end on a tiny dataset: generation, both streaming
+    steps in their own processes, peak memory per step, JSON and Markdown."""
+    pytest.importorskip("psutil")
+    mod = _load("large_parquet")
+    mod.main(["--quick", "--data-dir", str(tmp_path / "data"), "--out-dir", str(tmp_path / "out")])
+    out = json.loads((tmp_path / "out" / "large_parquet.json").read_text())
+    assert out["benchmark"] == "large_parquet" and out["quick"] is True
+    assert out["data"]["rows"] > 0 and out["data"]["files"] > 1
+    steps = {(s["label"], s["step"]): s for s in out["steps"]}
+    assert set(steps) == {("full", "report"), ("full", "shift"), ("one file", "report"), ("one file", "shift")}
+    for s in steps.values():
+        assert s["status"] == "ok", s
+        assert 0 < s["peak_gib"] < 4 and s["polled_peak_gib"] >= 0 and s["wall_seconds"] > 0
+    assert steps[("full", "report")]["rows"] == out["data"]["rows"]
+    assert steps[("full", "shift")]["rows"] == out["data"]["rows"]
+    per_site = steps[("full", "report")]["per_site"]
+    assert set(per_site) == {"site_a", "site_b", "site_c", "site_d"}
+    assert per_site["site_b"]["n_converted"] > 0 and per_site["site_d"]["never_measured"] == ["bnp"]
+    assert per_site["site_a"]["n_sentinel"] > per_site["site_b"]["n_sentinel"]
+    assert 0.5 < steps[("full", "shift")]["domain_classifier"]["auroc"] <= 1
+    md = (tmp_path / "out" / "large_parquet.md").read_text()
+    assert "| report | full |" in md and "| shift | one file |" in md

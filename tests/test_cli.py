@@ -126,3 +126,141 @@ def test_federate_command_runs_a_simulation(tmp_path):
     res = runner.invoke(app, ["federate", str(study), "--simulate", "--out", str(tmp_path / "fed.json")])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "fed.json").exists()
+
+
+# -- --stream: Parquet read batch by batch ---------------------------------------------------
+STREAM_SCHEMA = """
+name = "toy_stream"
+label = "y"
+domain = "site"
+
+[[features]]
+name = "hr"
+range = [20, 250]
+
+[[features]]
+name = "temp"
+range = [30, 43]
+
+[[features]]
+name = "adm"
+kind = "categorical"
+categories = ["med", "surg"]
+
+[sites."*".missing_values]
+hr = [-1]
+
+[sites.b.units.temp]
+from_unit = "F"
+factor = 0.5555555555555556
+offset = -17.77777777777778
+
+[sites.c.code_maps.adm]
+"1" = "med"
+"2" = "surg"
+"""
+
+
+def _stream_study(tmp_path, *, schema=True, path="pq", target='"c"'):
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    d = tmp_path / "pq"
+    d.mkdir(exist_ok=True)
+    for i in range(3):
+        n = 400
+        site = rng.choice(["a", "b", "c"], n)
+        hr = (rng.normal(80, 15, n) + 25 * (site == "c")).round().astype("float32")
+        hr[rng.random(n) < 0.05] = -1
+        hr[rng.random(n) < 0.02] = 400
+        temp = np.where(site == "b", rng.normal(98.6, 1, n), rng.normal(37, 0.5, n)).astype("float32")
+        adm = np.where(site == "c", rng.choice(["1", "2"], n), rng.choice(["med", "surg"], n))
+        pd.DataFrame({"site": site, "hr": hr, "temp": temp, "adm": adm, "y": rng.integers(0, 2, n)}).to_parquet(
+            d / f"part-{i}.parquet")
+    (tmp_path / "schema.toml").write_text(STREAM_SCHEMA)
+    study = tmp_path / "study.toml"
+    study.write_text(
+        '[study]\nname = "toy-stream"\n\n[data]\n'
+        f'path = "{path}"\ndomain = "site"\nlabel = "y"\n'
+        + ('schema = "schema.toml"\n' if schema else "")
+        + f'\n[transfer]\nsources = ["a", "b"]\ntarget = {target}\n')
+    return study
+
+
+def test_data_inspect_stream_prints_the_report(tmp_path):
+    study = _stream_study(tmp_path)
+    res = runner.invoke(app, ["data", "inspect", str(study), "--stream"])
+    assert res.exit_code == 0, res.output
+    assert "1200 rows" in res.output and "streamed" in res.output
+    assert "values converted to the harmonised unit" in res.output  # site b's Fahrenheit
+    assert "sentinel values set missing" in res.output and "out-of-range values" in res.output
+
+
+def test_data_inspect_stream_json_equals_in_memory(tmp_path):
+    study = _stream_study(tmp_path)
+    res = runner.invoke(app, ["data", "inspect", str(study), "--stream", "--json"])
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.output)
+    assert payload["dataset"]["rows"] == 1200 and payload["dataset"]["streamed"] is True
+    import pandas as pd
+
+    from healthtransfer.data.harmonise import harmonise
+    from healthtransfer.data.schema import load_schema
+
+    raw = pd.read_parquet(tmp_path / "pq")
+    _, rep = harmonise(raw, load_schema(tmp_path / "schema.toml"))
+    got = pd.DataFrame(payload["harmonisation"]["rows"]).sort_values(["site", "column"]).reset_index(drop=True)
+    want = rep.rows.sort_values(["site", "column"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    c_adm = got[(got.site == "c") & (got.column == "adm")].iloc[0]
+    assert c_adm["n_unmapped"] == 0  # the code map turned 1/2 into med/surg
+
+
+def test_diagnose_stream(tmp_path):
+    study = _stream_study(tmp_path)
+    res = runner.invoke(app, ["diagnose", str(study), "--stream", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["target"] == "c" and out["sources"] == ["a", "b"] and out["streamed"] is True
+    assert out["n_source"] + out["n_target"] == 1200
+    assert out["features"][0]["feature"] == "hr"  # the shifted feature ranks first
+    assert 0.5 < out["domain_classifier"]["auroc"] <= 1
+    assert 0 <= out["mmd"]["p_value"] <= 1
+    assert all(set(f) == {"feature", "smd", "missing_source", "missing_target", "missing_diff"} for f in out["features"])
+    res = runner.invoke(app, ["diagnose", str(study), "--stream"])
+    assert res.exit_code == 0, res.output
+    assert "Shift diagnostics (streamed): a, b -> c" in res.output and "AUROC" in res.output
+
+
+def test_diagnose_stream_several_targets_gives_a_list(tmp_path):
+    study = _stream_study(tmp_path, target='["b", "c"]')
+    study.write_text(study.read_text().replace('sources = ["a", "b"]', 'sources = ["a"]'))
+    res = runner.invoke(app, ["diagnose", str(study), "--stream", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [o["target"] for o in json.loads(res.output)] == ["b", "c"]
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("no_schema", "--stream needs a schema"),
+    ("builtin", "built-in dataset"),
+    ("csv", "Parquet only"),
+    ("unknown_site", "no rows for them"),
+])
+def test_stream_refuses_what_it_cannot_read(tmp_path, case, needle):
+    if case == "builtin":
+        study = tmp_path / "s.toml"
+        study.write_text('[study]\nname = "x"\n[data]\ndataset = "uci_heart"\nschema = "s.toml"\n'
+                         '[transfer]\nsources = ["cleveland"]\ntarget = "va"\n')
+    elif case == "csv":
+        study = _stream_study(tmp_path, path="t.csv")
+        (tmp_path / "t.csv").write_text("site,y\na,1\n")
+    else:
+        study = _stream_study(tmp_path, schema=case != "no_schema", target='"zz"' if case == "unknown_site" else '"c"')
+    for cmd in (["data", "inspect", str(study), "--stream"], ["diagnose", str(study), "--stream"]):
+        if case == "unknown_site" and cmd[0] == "data":
+            continue
+        res = runner.invoke(app, cmd)
+        assert res.exit_code == 2, res.output
+        assert needle in res.output
+        assert "Traceback" not in res.output

@@ -96,9 +96,16 @@ def _execute(study, out: Path, data_dir: Optional[Path], jobs: int, methods: Opt
     from .study.final import fit_final_model
     from .study.run import run_study, targets_of
 
+    from rich.console import Console
+
     result = run_study(study, methods=methods, data_dir=data_dir, n_jobs=jobs, progress=True, backend=backend)
-    finals = {t: fit_final_model(result, t) for t in targets_of(study)} if result.selections else {}
-    report = write_outputs(result, out, finals=finals, bundle=bundle)
+    finals = {}
+    with Console(stderr=True).status("") as status:
+        for t in targets_of(study) if result.selections else []:
+            status.update(f"fitting and explaining the recommended model for {t}")
+            finals[t] = fit_final_model(result, t)
+        status.update("writing the report" + (" and the bundle" if bundle else ""))
+        report = write_outputs(result, out, finals=finals, bundle=bundle)
     _print_summary(result)
     extra = " and bundle/" if (out / "bundle").is_dir() else ""
     typer.echo(f"\nWrote {report}, {out / 'results.json'}{extra} in {result.seconds:.1f} s.")
@@ -189,12 +196,93 @@ def methods(
     Console().print(tab)
 
 
+_STREAM_FIX = ("under [data], set `path` to a Parquet file or a folder of Parquet files and `schema` to a "
+               "schema TOML (see healthtransfer/data/schemas/uci_heart.toml), or drop --stream")
+
+
+def _stream_inputs(study_file: Path):
+    """(study, Parquet path, schema) for a ``--stream`` command, with the schema's domain and
+    label set from the study and its features restricted to the study's ``features``."""
+    from .data.schema import FeatureSpec, load_schema
+    from .data.streaming import _dataset
+    from .errors import UserInputError
+    from .study import load_study
+
+    study = load_study(study_file)
+    d = study.data
+    where = str(study_file)
+    if d.path is None:
+        raise UserInputError("--stream reads a Parquet file or folder named by [data] `path`, but the study uses "
+                             f"the built-in dataset '{d.dataset}'", where=where, fix=_STREAM_FIX)
+    path = study.resolve(d.path)
+    if d.schema_file is None:
+        raise UserInputError("--stream needs a schema: the per-site rules and feature kinds cannot be guessed "
+                             "from one batch at a time", where=where, fix=_STREAM_FIX)
+    if not path.exists():
+        raise UserInputError(f"the data path {path} does not exist", where=where, fix="check [data] `path`")
+    if path.is_file() and path.suffix.lower() not in (".parquet", ".parq", ".pq"):
+        raise UserInputError(f"--stream reads Parquet only, and {path.name} is not a .parquet file", where=where,
+                             fix="convert the table to Parquet (e.g. pandas' to_parquet) or drop --stream")
+    try:
+        names = _dataset(path).schema.names
+    except Exception as exc:  # pyarrow's message names the offending file, never values
+        raise UserInputError(f"cannot read {path} as Parquet ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+                             where=where, fix="point `path` at a Parquet file or a folder holding only Parquet "
+                             "files (names starting with '_' or '.' are skipped)") from None
+    if not names:
+        raise UserInputError(f"no Parquet files under {path}", where=where, fix="check [data] `path`")
+    schema = load_schema(study.resolve(d.schema_file))
+    if d.domain not in names:
+        raise UserInputError(f"the domain column '{d.domain}' is not in the data", where=str(path),
+                             fix=f"set `domain` to one of the columns: {names[:20]}")
+    # the schema's features by default (one the data lacks is reported as absent); features the
+    # study lists must be in the data, directly or through a rename
+    features = list(d.features) if d.features else schema.feature_names
+    renamed = {new for site in schema.sites.values() for new in site.rename.values()}
+    unknown = [f for f in (d.features or []) if f not in names and f not in renamed]
+    if unknown:
+        raise UserInputError(f"features {unknown} are neither columns of the data nor renamed onto by the schema",
+                             where=str(path), fix="remove them from `features` or check their spelling")
+    cat = set(d.categorical or [])
+    specs = []
+    for f in features:
+        spec = schema.feature(f)
+        if spec is None:
+            spec = FeatureSpec(name=f, kind="categorical" if f in cat else "numeric")
+        elif f in cat:
+            spec = spec.model_copy(update={"kind": "categorical"})
+        specs.append(spec)
+    schema = schema.model_copy(update={"domain": d.domain, "label": d.label, "features": specs,
+                                       "name": schema.name or study.study.name})
+    return study, path, schema
+
+
+def _print_harmonisation(con, header: str, report) -> None:
+    from rich.table import Table
+
+    con.print(header)
+    for line in report.summary_lines():
+        con.print(f"  - {line}")
+    tab = Table(title="per site and column (only where something changed or is missing)")
+    for c in ("site", "column", "missing", "sentinel", "out of range", "unmapped", "converted", "absent"):
+        tab.add_column(c, justify="right")
+    rows = report.rows
+    if not rows.empty:
+        rows = rows[(rows["missing_share"] > 0) | (rows[["n_sentinel", "n_out_of_range", "n_unmapped", "n_converted"]].sum(axis=1) > 0)]
+    for _, r in rows.iterrows():
+        tab.add_row(str(r.site), str(r.column), f"{r.missing_share:.0%}", str(r.n_sentinel), str(r.n_out_of_range),
+                    str(r.n_unmapped), str(r.n_converted), "yes" if r.absent else "")
+    con.print(tab)
+
+
 @data_app.command("inspect")
 def data_inspect(
     study_file: Optional[Path] = typer.Argument(None, help="Study TOML whose data to inspect."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="A built-in dataset instead of a study."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with the staged datasets."),
     as_json: bool = typer.Option(False, "--json", help="Print the harmonisation report as JSON."),
+    stream: bool = typer.Option(False, "--stream", help="Read the study's Parquet file or folder batch by batch "
+                                "(bounded memory, for data larger than memory); needs [data] path and schema."),
 ):
     """Print the harmonisation report: per site and column, what was cleaned and why."""
 
@@ -206,29 +294,41 @@ def data_inspect(
 
         if (study_file is None) == (dataset is None):
             raise UserInputError("give either a study file or --dataset NAME", fix="e.g. `healthtransfer data inspect --dataset uci_heart`")
+        if stream:
+            if study_file is None:
+                raise UserInputError("--stream works on a study file, not on a built-in --dataset",
+                                     fix="give a study TOML whose [data] `path` is Parquet and `schema` a schema TOML")
+            return _inspect_streamed(study_file, as_json)
         ds = load_dataset(dataset, data_dir=data_dir) if dataset else load_study_data(load_study(study_file), data_dir)
         if as_json:
             typer.echo(json.dumps({"dataset": ds.summary(), "harmonisation": ds.report.to_dict()}, indent=1, default=str))
             return
         from rich.console import Console
-        from rich.table import Table
 
-        con = Console()
         summ = ds.summary()
-        con.print(f"[bold]{ds.name}[/bold]: {summ['rows']} rows, {len(ds.features)} features, label '{ds.label}', domains {summ['domains']}")
-        for line in ds.report.summary_lines():
-            con.print(f"  - {line}")
-        tab = Table(title="per site and column (only where something changed or is missing)")
-        for c in ("site", "column", "missing", "sentinel", "out of range", "unmapped", "converted", "absent"):
-            tab.add_column(c, justify="right")
-        rows = ds.report.rows
-        rows = rows[(rows["missing_share"] > 0) | (rows[["n_sentinel", "n_out_of_range", "n_unmapped", "n_converted"]].sum(axis=1) > 0)]
-        for _, r in rows.iterrows():
-            tab.add_row(str(r.site), str(r.column), f"{r.missing_share:.0%}", str(r.n_sentinel), str(r.n_out_of_range),
-                        str(r.n_unmapped), str(r.n_converted), "yes" if r.absent else "")
-        con.print(tab)
+        _print_harmonisation(Console(), f"[bold]{ds.name}[/bold]: {summ['rows']} rows, {len(ds.features)} features, "
+                             f"label '{ds.label}', domains {summ['domains']}", ds.report)
 
     _guard(go)
+
+
+def _inspect_streamed(study_file: Path, as_json: bool) -> None:
+    from .data.streaming import streaming_harmonisation_report
+
+    study, path, schema = _stream_inputs(study_file)
+    report = streaming_harmonisation_report(path, schema, progress=True)
+    rows = report.rows
+    domains = {str(s): int(g["n_rows"].iloc[0]) for s, g in rows.groupby("site", sort=False)} if not rows.empty else {}
+    summ = {"name": study.study.name, "rows": sum(domains.values()), "domains": domains,
+            "features": schema.feature_names, "categorical": schema.categorical, "label": schema.label,
+            "path": str(path), "streamed": True}
+    if as_json:
+        typer.echo(json.dumps({"dataset": summ, "harmonisation": report.to_dict()}, indent=1, default=str))
+        return
+    from rich.console import Console
+
+    _print_harmonisation(Console(), f"[bold]{summ['name']}[/bold] (streamed from {path.name}): {summ['rows']} rows, "
+                         f"{len(summ['features'])} features, label '{summ['label']}', domains {domains}", report)
 
 
 @app.command()
@@ -236,10 +336,15 @@ def diagnose(
     study_file: Path = typer.Argument(..., help="Study TOML file."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with the staged datasets."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    stream: bool = typer.Option(False, "--stream", help="Read the study's Parquet file or folder batch by batch "
+                                "(bounded memory): per-feature SMD and missingness, an SGD domain classifier and "
+                                "an MMD test; needs [data] path and schema."),
 ):
     """Shift diagnostics: how each target differs from the sources (covariate, label, missingness)."""
 
     def go():
+        if stream:
+            return _diagnose_streamed(study_file, as_json)
         from .data.splits import target_split
         from .shift import diagnose_study_cli
         from .study import load_study
@@ -260,6 +365,88 @@ def diagnose(
         typer.echo(("[" + ",".join(outs) + "]") if as_json and len(outs) > 1 else "\n\n".join(outs))
 
     _guard(go)
+
+
+def _diagnose_streamed(study_file: Path, as_json: bool) -> None:
+    import numpy as np
+
+    from .data.streaming import streaming_shift_summary, streaming_site_counts
+    from .errors import UserInputError
+    from .shift._summary import THRESHOLDS
+    from .study.run import targets_of
+
+    study, path, schema = _stream_inputs(study_file)
+    sources = [str(s) for s in study.transfer.sources]
+    targets = [str(t) for t in targets_of(study)]
+    counts = streaming_site_counts(path, schema.domain, progress=True)
+    missing = [s for s in [*sources, *targets] if counts.get(s, 0) == 0]
+    if missing:
+        known = [k for k in counts if k is not None]
+        raise UserInputError(f"sites {missing} are named in [transfer] but the data has no rows for them",
+                             where=f"study '{study.study.name}'",
+                             fix=f"use sites from the domain column '{schema.domain}': {known[:20]}")
+    few = [t for t in targets if counts[t] < 5]
+    if few:
+        raise UserInputError(f"target sites {few} have fewer than 5 rows", where=f"study '{study.study.name}'",
+                             fix="diagnose needs at least 5 target rows; choose another target or add data")
+
+    def num(v):
+        v = float(v)
+        return v if np.isfinite(v) else None
+
+    outs = []
+    for t in targets:
+        res = streaming_shift_summary(path, schema, sources, t, progress=True)
+        feats = res["features"]
+        outs.append({
+            "dataset": schema.name, "sources": sources, "target": t, "streamed": True,
+            "n_source": res["n_source"], "n_target": res["n_target"],
+            "domain_classifier": {k: (num(v) if isinstance(v, float) else v) for k, v in res["domain_classifier"].items()},
+            "mmd": {k: (num(v) if isinstance(v, (float, np.floating)) else v) for k, v in res["mmd"].items()},
+            # aggregates only: no means, minima or maxima, which can be one patient's value
+            "features": [{"feature": r.feature, "smd": num(r.smd), "missing_source": num(r.missing_source),
+                          "missing_target": num(r.missing_target), "missing_diff": num(r.missing_diff)}
+                         for r in feats.itertuples()],
+            "settings": {"target_rows": "all target rows (features only; labels are never read)",
+                         "features": "numeric features (categorical ones are not summarised when streaming)",
+                         "domain_classifier": "SGD logistic regression, held-out AUROC",
+                         "mmd": "Gaussian-kernel MMD on reservoir samples"},
+        })
+    if as_json:
+        payload = outs[0] if len(outs) == 1 else outs
+        typer.echo(json.dumps(payload, indent=2, allow_nan=False))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    for o in outs:
+        dc, mmd = o["domain_classifier"], o["mmd"]
+        con.print(f"[bold]Shift diagnostics (streamed): {', '.join(sources)} -> {o['target']}[/bold] "
+                  f"({o['dataset']}; source rows {o['n_source']}, target rows {o['n_target']}; all target rows, "
+                  "target labels never read; numeric features only)")
+
+        def f3(v):
+            return "—" if v is None else f"{v:.3f}"
+
+        con.print(f"  - domain classifier AUROC {f3(dc.get('auroc'))} (SGD on {dc.get('n_train', 0)} rows, "
+                  f"held out {dc.get('n_holdout', 0)})")
+        if mmd:
+            con.print(f"  - MMD² {f3(mmd.get('mmd2'))}, permutation p = {f3(mmd.get('p_value'))} "
+                      f"({mmd.get('n_permutations')} permutations on reservoir samples)")
+        tab = Table(title="features with the largest shift (|SMD|)")
+        for c in ("feature", "SMD", "missing (source)", "missing (target)", "shift"):
+            tab.add_column(c, justify="right")
+        for r in o["features"][:15]:
+            smd = r["smd"]
+            word = ("—" if smd is None else "strong" if abs(smd) > THRESHOLDS["smd_strong"]
+                    else "notable" if abs(smd) > THRESHOLDS["smd_notable"] else "")
+            miss = r["missing_diff"]
+            if miss is not None and abs(miss) > THRESHOLDS["missing_diff_notable"]:
+                word = (word + "; " if word else "") + "missingness differs"
+            tab.add_row(r["feature"], f3(smd), f"{r['missing_source']:.0%}" if r["missing_source"] is not None else "—",
+                        f"{r['missing_target']:.0%}" if r["missing_target"] is not None else "—", word)
+        con.print(tab)
 
 
 keys_app = typer.Typer(no_args_is_help=True, help="Manage API keys for the service (`healthtransfer serve keys add`).")

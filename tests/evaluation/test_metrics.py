@@ -41,3 +41,17 @@ def test_multiclass_metrics():
     s = score(y, P, n_classes=3)
     assert s["accuracy"] > 0.6 and s["auroc"] > 0.7
     assert set(fast_bootstrap_ci(y, P)) == {"accuracy", "brier"}
+
+
+def test_fast_bootstrap_in_chunks_agrees_and_scales_down_draws():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 3000)
+    p = np.clip(0.3 * y + 0.7 * rng.random(3000), 0, 1)
+    one = fast_bootstrap_ci(y, p, n_boot=400)
+    chunked = fast_bootstrap_ci(y, p, n_boot=400, max_cells=50_000)  # 16 draws per chunk
+    for k in one:
+        assert abs(one[k][0] - chunked[k][0]) < 0.01 and abs(one[k][1] - chunked[k][1]) < 0.01
+    y = rng.integers(0, 2, 200_000)
+    p = np.clip(0.3 * y + 0.7 * rng.random(200_000), 0, 1)
+    lo, hi = fast_bootstrap_ci(y, p)["auroc"]
+    assert lo < score(y, p)["auroc"] < hi and hi - lo < 0.01

@@ -89,6 +89,9 @@ class HarmonisationReport:
 
 def _as_text(values: pd.Series) -> pd.Series:
     """Render values as the text a code map is keyed by (1.0 -> '1')."""
+    if isinstance(values.dtype, pd.StringDtype) and values.dtype.na_value is np.nan:
+        # pandas' default text dtype: every value already is its text (fast path for large tables)
+        return values.copy()
 
     def one(v):
         if isinstance(v, float) and v.is_integer():
@@ -101,6 +104,17 @@ def _as_text(values: pd.Series) -> pd.Series:
 def _is_sentinel(values: pd.Series, sentinels: list) -> pd.Series:
     if not sentinels:
         return pd.Series(False, index=values.index)
+    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iuf":
+        # numbers: a value's text equals str(s) only if it also equals float(s), so the
+        # numeric comparison alone gives the same mask without rendering every value as text
+        hit = np.zeros(len(values), bool)
+        for s in sentinels:
+            try:
+                f = float(s)
+            except (TypeError, ValueError):
+                continue
+            hit |= (values == f).to_numpy(dtype=bool, na_value=False)
+        return pd.Series(hit, index=values.index)
     text = _as_text(values)
     as_num = pd.to_numeric(values, errors="coerce")
     hit = pd.Series(False, index=values.index)

@@ -27,7 +27,7 @@ from sklearn.impute import MissingIndicator, SimpleImputer
 from sklearn.pipeline import FunctionTransformer, Pipeline, make_pipeline, make_union
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-__all__ = ["make_preprocessor", "feature_names"]
+__all__ = ["make_preprocessor", "fit_preprocessor", "feature_names"]
 
 
 def _as_category_text(X):
@@ -55,6 +55,25 @@ def make_preprocessor(numeric: list[str], categorical: list[str], *, impute: boo
     if categorical:
         parts.append(("cat", cat, list(categorical)))
     return ColumnTransformer(parts, remainder="drop", verbose_feature_names_out=False)
+
+
+def fit_preprocessor(numeric: list[str], categorical: list[str], frame: pd.DataFrame, *,
+                     max_rows: int = 200_000, random_state: int = 0) -> ColumnTransformer:
+    """:func:`make_preprocessor` fitted on ``frame``, or above ``max_rows`` rows on a uniform
+    sample of them plus the first row of every category value (so no category is lost).
+
+    Medians, means and scales from 2 x 10^5 rows are as good as from all of them, and the
+    median imputer's full sort is the slowest step of a 10^6-row study.
+    """
+    pre = make_preprocessor(numeric, categorical)
+    if len(frame) <= max_rows:
+        return pre.fit(frame)
+    import numpy as np
+
+    pos = np.random.default_rng(random_state).choice(len(frame), max_rows, replace=False)
+    firsts = [np.flatnonzero(~frame[c].duplicated().to_numpy()) for c in categorical]
+    rows = np.unique(np.concatenate([pos, *firsts])) if firsts else np.sort(pos)
+    return pre.fit(frame.iloc[rows])
 
 
 def feature_names(pre: ColumnTransformer) -> list[str]:

@@ -1,10 +1,11 @@
 """Out-of-core statistics for Parquet datasets larger than memory.
 
-Every function reads the dataset in record batches (``pyarrow.dataset`` scanner,
+Every function reads the dataset in record batches (pyarrow,
 ``batch_rows`` rows at a time), so memory is bounded by the batch size plus small per-site
 accumulators, whatever the size of the data:
 
 - :func:`iter_batches` - the batches as pandas frames;
+- :func:`streaming_site_counts` - rows per site, reading the domain column only;
 - :func:`streaming_harmonisation_report` - the :class:`~healthtransfer.data.harmonise.HarmonisationReport`
   that :func:`~healthtransfer.data.harmonise.harmonise` would give on the whole table (each
   batch is harmonised and the per-site, per-column counts are summed);
@@ -13,6 +14,12 @@ accumulators, whatever the size of the data:
 - :func:`streaming_shift_summary` - shift diagnostics of a target site against source sites:
   SMD and missingness per feature, a domain classifier trained by SGD ``partial_fit`` on the
   batches with a held-out AUROC, and the Gaussian-kernel MMD test on reservoir samples.
+
+Batches are read file by file and row group by row group, one background thread at most two
+batches ahead (pyarrow's dataset scanner reads far ahead of a slow consumer: gigabytes on a
+large dataset). Numeric features stored as floats are harmonised with numpy on whole columns
+(the same counts and values as :func:`~healthtransfer.data.harmonise.harmonise`, which handles
+the other features and every batch that needs an error message).
 
 Example
 -------
@@ -43,6 +50,7 @@ __all__ = [
     "streaming_harmonisation_report",
     "streaming_feature_stats",
     "streaming_shift_summary",
+    "streaming_site_counts",
     "FeatureStats",
 ]
 
@@ -53,41 +61,328 @@ def _dataset(path):
     return pads.dataset(str(path), format="parquet")
 
 
-def iter_batches(path, columns=None, batch_rows: int = 65_536, progress: bool = False):
-    """Yield the Parquet dataset at ``path`` (a file or a directory of files) as pandas frames
-    of at most ``batch_rows`` rows; ``columns`` restricts the columns read (missing names are
-    ignored)."""
+def _file_batches(ds, columns: list[str] | None, batch_rows: int):
+    """The dataset's batches, file by file and row group by row group (each row group cut into
+    ``batch_rows``-row batches), conformed to the dataset's schema: a column a file lacks is
+    all-null. Only what one batch needs is decoded at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = ds.schema if columns is None else pa.schema([ds.schema.field(c) for c in columns])
+    for f in ds.files:
+        with ds.filesystem.open_input_file(f) as fh:
+            pf = pq.ParquetFile(fh, pre_buffer=False)
+            have = set(pf.schema_arrow.names)
+            cols = [c for c in target.names if c in have]
+            for rg in range(pf.num_row_groups):
+                for batch in pf.iter_batches(batch_size=int(batch_rows), row_groups=[rg], columns=cols,
+                                             use_threads=True):
+                    if batch.num_rows == 0:
+                        continue
+                    if batch.schema != target:
+                        batch = pa.RecordBatch.from_arrays(
+                            [batch.column(fl.name).cast(fl.type) if fl.name in have
+                             else pa.nulls(batch.num_rows, fl.type) for fl in target], schema=target)
+                    yield batch
+
+
+def _prefetch(batches, depth: int = 2):
+    """Iterate ``batches`` in a background thread, at most ``depth`` batches ahead: reading and
+    decoding (which release the GIL) overlap with the caller's work, and memory stays bounded
+    (pyarrow's own scanner reads ahead much further when the consumer is slower)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in batches:
+                if not put(item):
+                    return
+            put(done)
+        except BaseException as exc:  # handed to the consumer
+            put(_Failure(exc))
+
+    t = threading.Thread(target=work, name="healthtransfer-parquet-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        t.join(timeout=10)
+
+
+@dataclass
+class _Failure:
+    exc: BaseException
+
+
+def _arrow_batches(path, columns=None, batch_rows: int = 65_536, progress: bool = False,
+                   label: str | None = None):
+    """The non-empty record batches of the dataset (pyarrow), optionally with a progress bar."""
     ds = _dataset(path)
     if columns is not None:
         names = set(ds.schema.names)
         columns = [c for c in dict.fromkeys(columns) if c in names]
-    scanner = ds.scanner(columns=columns, batch_size=int(batch_rows), use_threads=True)
-    total = ds.count_rows() if progress else None
     bar = None
     if progress:
+        from rich.console import Console
         from rich.progress import Progress
 
-        bar = Progress(transient=True)
+        # on stderr, so that a command's output (e.g. JSON on stdout) stays clean
+        bar = Progress(console=Console(stderr=True), transient=True)
         bar.start()
-        task = bar.add_task(f"reading {Path(str(path)).name}", total=total)
+        task = bar.add_task(label or f"reading {Path(str(path)).name}", total=ds.count_rows())
     try:
-        for batch in scanner.to_batches():
-            if batch.num_rows == 0:
-                continue
+        for batch in _prefetch(_file_batches(ds, columns, batch_rows)):
             if bar is not None:
                 bar.advance(task, batch.num_rows)
-            yield batch.to_pandas()
+            yield batch
     finally:
         if bar is not None:
             bar.stop()
 
 
+def iter_batches(path, columns=None, batch_rows: int = 65_536, progress: bool = False):
+    """Yield the Parquet dataset at ``path`` (a file or a directory of files) as pandas frames
+    of at most ``batch_rows`` rows; ``columns`` restricts the columns read (missing names are
+    ignored)."""
+    for batch in _arrow_batches(path, columns, batch_rows, progress):
+        yield batch.to_pandas()
+
+
+def streaming_site_counts(path, domain: str, *, batch_rows: int = 1_000_000,
+                          progress: bool = False) -> dict[str, int]:
+    """Rows per value of the ``domain`` column (as text, in first-seen order; missing values
+    under ``None``), reading only that column."""
+    import pyarrow.compute as pc
+
+    counts: dict = {}
+    for batch in _arrow_batches(path, [domain], batch_rows, progress, "counting rows per site"):
+        if domain not in batch.schema.names:
+            return {}
+        for item in pc.value_counts(batch.column(domain)).to_pylist():
+            v = item["values"]
+            key = None if v is None else str(v)
+            counts[key] = counts.get(key, 0) + int(item["counts"])
+    return counts
+
+
 def _schema_columns(schema: DatasetSchema, path) -> list[str]:
     names = set(_dataset(path).schema.names)
-    cols = {schema.domain, schema.label, *schema.feature_names}
+    cols = [schema.domain, schema.label, *schema.feature_names]
     for site in schema.sites.values():
-        cols.update(site.rename)
-    return [c for c in cols if c in names]
+        cols.extend(site.rename)
+    return [c for c in dict.fromkeys(cols) if c in names]
+
+
+def _restrict(schema: DatasetSchema, features: list[str]) -> DatasetSchema:
+    """``schema`` with only ``features`` (the site rules are kept as they are)."""
+    keep = set(features)
+    return schema.model_copy(update={"features": [f for f in schema.features if f.name in keep]})
+
+
+# -- one batch, harmonised --------------------------------------------------------------------
+@dataclass
+class _Harmonised:
+    """One batch after harmonisation: its sites (first-seen order), each row's index into
+    ``sites``, per (site, column) integer counts in :func:`harmonise`'s record order, and the
+    harmonised values of the ``want``-ed features (float64, rows in the batch's order)."""
+
+    sites: list[str]
+    codes: np.ndarray
+    records: list[dict]
+    X: np.ndarray | None = None
+
+
+def _records(rep: HarmonisationReport) -> list[dict]:
+    """Report rows as integer counts (shares times rows, rounded back to the counts)."""
+    out = []
+    for r in rep.rows.to_dict(orient="records"):
+        n = int(r["n_rows"])
+        out.append(dict(site=r["site"], column=r["column"], n_rows=n, absent=bool(r["absent"]),
+                        miss_raw=int(round(r["missing_raw"] * n)), miss=int(round(r["missing_share"] * n)),
+                        **{k: int(r[k]) for k in _COUNTS}))
+    return out
+
+
+def _harmonise_pandas(frame: pd.DataFrame, schema: DatasetSchema, want, source: str):
+    """The reference path: :func:`harmonise` on the batch as a pandas frame."""
+    table, rep = harmonise(frame, schema, source=source)
+    dom = table[schema.domain].astype(str).to_numpy()
+    sites = list(dict.fromkeys(rep.rows["site"])) if len(rep.rows) else list(dict.fromkeys(dom))
+    codes = pd.Index(sites).get_indexer(dom)
+    X = table[list(want)].to_numpy(float) if want else None
+    return _Harmonised(sites, codes, _records(rep), X), table
+
+
+def _sentinel_floats(values) -> list[float]:
+    out = []
+    for v in values:
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            pass  # text that is no number never equals a number's text either
+    return out
+
+
+def _harmonise_batch(batch, schema: DatasetSchema, want: list[str] | None = None,
+                     source: str = "data") -> _Harmonised:
+    """Harmonise one pyarrow record batch: the same counts and values as :func:`harmonise` on
+    ``batch.to_pandas()``, computed with numpy on whole columns where that is exact (numeric
+    features stored as floats) and with :func:`harmonise` for the rest (or for everything when
+    the batch needs an error message: a missing or empty site, clashing renames, infinities)."""
+    fast = _harmonise_arrow(batch, schema, want, source)
+    if fast is not None:
+        return fast
+    return _harmonise_pandas(batch.to_pandas(), schema, want, source)[0]
+
+
+def _harmonise_arrow(batch, schema: DatasetSchema, want, source):
+    import pyarrow as pa
+
+    names = batch.schema.names
+    if schema.domain not in names:
+        return None
+    dom = batch.column(schema.domain)
+    if dom.null_count or not (pa.types.is_string(dom.type) or pa.types.is_large_string(dom.type)):
+        return None
+    enc = dom.dictionary_encode()  # dictionary in first-seen order, as groupby(sort=False)
+    sites = [str(v) for v in enc.dictionary.to_pylist()]
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.intp)
+    K, n = len(sites), batch.num_rows
+    n_site = np.bincount(codes, minlength=K)
+    rules = [schema.site(s) for s in sites]
+    arrays: dict[str, np.ndarray] = {}
+    notna: dict[str, np.ndarray] = {}
+
+    def values(c):
+        if c not in arrays:
+            arrays[c] = batch.column(c).to_numpy(zero_copy_only=False)
+        return arrays[c]
+
+    def has_values(c, k):
+        if c not in notna:
+            notna[c] = batch.column(c).to_pandas().notna().to_numpy()
+        return bool(notna[c][codes == k].any())
+
+    # per site, the raw column each harmonised name comes from (harmonise's rename step)
+    src: list[dict[str, str]] = []
+    for k in range(K):
+        cols = list(names)
+        rename = rules[k].rename
+        for raw_name, new_name in rename.items():
+            if raw_name in cols and new_name in cols:
+                keep_raw = has_values(raw_name, k)
+                if keep_raw and has_values(new_name, k):
+                    return None  # harmonise raises the error
+                cols.remove(new_name if keep_raw else raw_name)
+        final = [rename.get(c, c) for c in cols]
+        if len(set(final)) < len(final):
+            return None
+        src.append(dict(zip(final, cols)))
+    fast, slow = [], []
+    for feat in schema.features:
+        f = feat.name
+        ok = (feat.kind == "numeric" or (feat.kind == "binary" and feat.categories is None)) \
+            and not any(f in r.code_maps for r in rules)
+        for k in range(K):
+            c = src[k].get(f)
+            if c is not None:
+                t = batch.schema.field(c).type
+                ok = ok and (pa.types.is_float32(t) or pa.types.is_float64(t))
+        (fast if ok else slow).append(feat)
+    for c in {src[k][feat.name] for feat in fast for k in range(K) if feat.name in src[k]}:
+        if np.isinf(values(c)).any():
+            return None  # harmonise raises the error
+    want = list(want or [])
+    pos = {f: j for j, f in enumerate(want)}
+    X = np.full((n, len(want)), np.nan) if want else None
+    recs: dict[tuple[int, str], dict] = {}
+    for feat in fast:
+        f = feat.name
+        groups: dict[tuple, list[int]] = {}
+        for k in range(K):
+            c = src[k].get(f)
+            if c is None:
+                recs[(k, f)] = dict(site=sites[k], column=f, n_rows=int(n_site[k]), absent=True,
+                                    miss_raw=int(n_site[k]), miss=int(n_site[k]), **{c_: 0 for c_ in _COUNTS})
+                continue
+            conv = rules[k].units.get(f)
+            key = (c, tuple(_sentinel_floats(rules[k].missing_values.get(f, []))),
+                   (conv.factor, conv.offset) if conv is not None else None)
+            groups.setdefault(key, []).append(k)
+        for (c, sentinels, conv), ks in groups.items():
+            if len(ks) == K:
+                rows, v, cg = None, values(c).copy(), codes
+            else:
+                pick = np.zeros(K, bool)
+                pick[ks] = True
+                rows = np.flatnonzero(pick[codes])
+                v, cg = values(c)[rows], codes[rows]
+            cnt = {c_: np.zeros(K, np.int64) for c_ in _COUNTS}
+            miss_raw = np.bincount(cg[np.isnan(v)], minlength=K)
+            if sentinels:
+                hit = np.zeros(len(v), bool)
+                for s_ in sentinels:
+                    hit |= v == s_
+                cnt["n_sentinel"] = np.bincount(cg[hit], minlength=K)
+                v[hit] = np.nan
+            if conv is not None:
+                cnt["n_converted"] = np.bincount(cg[~np.isnan(v)], minlength=K)
+                v = v * conv[0] + conv[1]
+            if feat.range is not None:
+                lo, hi = feat.range
+                oor = ~np.isnan(v) & ((v < lo) | (v > hi))
+                cnt["n_out_of_range"] = np.bincount(cg[oor], minlength=K)
+                v[oor] = np.nan
+            out = v.astype(np.float64)
+            miss = np.bincount(cg[np.isnan(out)], minlength=K)
+            if f in pos:
+                if rows is None:
+                    X[:, pos[f]] = out
+                else:
+                    X[rows, pos[f]] = out
+            for k in ks:
+                recs[(k, f)] = dict(site=sites[k], column=f, n_rows=int(n_site[k]), absent=False,
+                                    miss_raw=int(miss_raw[k]), miss=int(miss[k]),
+                                    **{c_: int(cnt[c_][k]) for c_ in _COUNTS})
+    if slow:
+        # the other features through harmonise, on the columns they (and the renames) need
+        need = {schema.domain}
+        for r in rules:
+            for raw_name, new_name in r.rename.items():
+                need.update({raw_name, new_name})
+        for feat in slow:
+            need.update(src[k][feat.name] for k in range(K) if feat.name in src[k])
+        sub = batch.select([c for c in names if c in need]).to_pandas()
+        h, table = _harmonise_pandas(sub, _restrict(schema, [f.name for f in slow]), None, source)
+        index = {s_: k for k, s_ in enumerate(sites)}
+        for r in h.records:
+            recs[(index[r["site"]], r["column"])] = r
+        for feat in slow:
+            if feat.name in pos:
+                X[:, pos[feat.name]] = table[feat.name].to_numpy(float)
+    records = [recs[(k, feat.name)] for k in range(K) for feat in schema.features]
+    return _Harmonised(sites, codes, records, X)
 
 
 def streaming_harmonisation_report(path, schema: DatasetSchema, *, batch_rows: int = 200_000,
@@ -99,22 +394,19 @@ def streaming_harmonisation_report(path, schema: DatasetSchema, *, batch_rows: i
     """
     acc: dict[tuple[str, str], dict] = {}
     order: list[tuple[str, str]] = []
-    for batch in iter_batches(path, _schema_columns(schema, path), batch_rows, progress):
-        _, rep = harmonise(batch, schema, source=str(path))
-        for r in rep.rows.to_dict(orient="records"):
+    for batch in _arrow_batches(path, _schema_columns(schema, path), batch_rows, progress,
+                                "harmonisation report"):
+        for r in _harmonise_batch(batch, schema, source=str(path)).records:
             key = (r["site"], r["column"])
-            n = int(r["n_rows"])
             a = acc.get(key)
             if a is None:
                 a = acc[key] = dict(site=r["site"], column=r["column"], n_rows=0, absent=True,
                                     miss_raw=0, miss=0, **{k: 0 for k in _COUNTS})
                 order.append(key)
-            a["n_rows"] += n
-            a["absent"] = a["absent"] and bool(r["absent"])
-            a["miss_raw"] += int(round(r["missing_raw"] * n))
-            a["miss"] += int(round(r["missing_share"] * n))
-            for k in _COUNTS:
-                a[k] += int(r[k])
+            a["n_rows"] += r["n_rows"]
+            a["absent"] = a["absent"] and r["absent"]
+            for k in ("miss_raw", "miss", *_COUNTS):
+                a[k] += r[k]
     # keep the sites in first-seen order and the columns in schema order within a site
     sites = list(dict.fromkeys(k[0] for k in order))
     cols = schema.feature_names
@@ -206,12 +498,17 @@ def streaming_feature_stats(path, schema: DatasetSchema, *, batch_rows: int = 20
     rng = np.random.default_rng(random_state)
     feats = _numeric_features(schema)
     acc: dict[tuple[str, str], FeatureStats] = {}
-    for batch in iter_batches(path, _schema_columns(schema, path), batch_rows, progress):
-        table, _ = harmonise(batch, schema, source=str(path))
-        for site, part in table.groupby(schema.domain, sort=False):
-            for f in feats:
-                st = acc.setdefault((str(site), f), FeatureStats())
-                st.update(part[f].to_numpy(float), rng, reservoir)
+    # only the numeric features are needed; each is harmonised on its own, so restricting
+    # the schema to them leaves their values unchanged
+    num_schema = _restrict(schema, feats)
+    for batch in _arrow_batches(path, _schema_columns(num_schema, path), batch_rows, progress,
+                                "feature statistics"):
+        h = _harmonise_batch(batch, num_schema, feats, source=str(path))
+        for k, site in enumerate(h.sites):
+            part = h.X[h.codes == k]
+            for j, f in enumerate(feats):
+                st = acc.setdefault((site, f), FeatureStats())
+                st.update(part[:, j], rng, reservoir)
     return pd.DataFrame([dict(site=s, feature=f, **st.to_dict()) for (s, f), st in acc.items()])
 
 
@@ -234,8 +531,9 @@ def streaming_shift_summary(path, schema: DatasetSchema, sources: list[str], tar
     Pass 1: per-feature moments and missingness per side (-> SMD, missingness difference) and
     a ``reservoir``-row sample of each side. Pass 2: a logistic domain classifier
     (``SGDClassifier.partial_fit``) on standardised, mean-imputed features plus missingness
-    indicators; every row is held out with probability ``holdout_fraction`` and the held-out
-    AUROC is computed on at most ``max_holdout`` of them (reservoir). The MMD permutation test
+    indicators; every row is held out with probability ``holdout_fraction``, a uniform sample of
+    at most ``max_holdout`` held-out rows is kept, and the final classifier's AUROC on them is
+    reported. The MMD permutation test
     (:func:`~healthtransfer.shift.mmd_test`) runs on the reservoir samples.
 
     Returns a dict: ``features`` (DataFrame: feature, mean/var/missing per side, smd,
@@ -248,33 +546,43 @@ def streaming_shift_summary(path, schema: DatasetSchema, sources: list[str], tar
 
     rng = np.random.default_rng(random_state)
     feats = _numeric_features(schema)
-    cols = _schema_columns(schema, path)
+    # Only the numeric features are used: harmonise (and read) just those. Each feature is
+    # harmonised on its own, so their values are the same as with the whole schema.
+    num_schema = _restrict(schema, feats)
+    cols = _schema_columns(num_schema, path)
     sides = {"source": {f: FeatureStats() for f in feats},
              "target": {f: FeatureStats() for f in feats}}
     res_rows = {"source": [], "target": []}
     seen = {"source": 0, "target": 0}
 
-    def side_frames(table):
-        dom = table[schema.domain].astype(str)
-        return {"source": table[dom.isin(sources)], "target": table[dom == target]}
+    src_set = set(sources)
+
+    def side_rows(batch):
+        """The harmonised numeric features of the batch and its source and target rows."""
+        h = _harmonise_batch(batch, num_schema, feats, source=str(path))
+        is_src = np.array([s in src_set for s in h.sites] + [False])[h.codes]
+        is_tgt = np.array([s == target for s in h.sites] + [False])[h.codes]
+        return h.X, is_src, is_tgt
+
+    def side_arrays(batch):
+        """(source rows, target rows) of the harmonised numeric features, in table order."""
+        X, is_src, is_tgt = side_rows(batch)
+        return {"source": X[is_src], "target": X[is_tgt]}
 
     def reservoir_rows(side, X):
-        nonlocal res_rows
         for row in X:  # small: only rows that enter the reservoir are kept
             seen[side] += 1
             if len(res_rows[side]) < reservoir:
-                res_rows[side].append(row)
+                res_rows[side].append(row.copy())  # a copy: a view would keep its batch alive
             else:
                 j = rng.integers(seen[side])
                 if j < reservoir:
-                    res_rows[side][j] = row
+                    res_rows[side][j] = row.copy()
 
-    for batch in iter_batches(path, cols, batch_rows, progress):
-        table, _ = harmonise(batch, schema, source=str(path))
-        for side, part in side_frames(table).items():
-            if part.empty:
+    for batch in _arrow_batches(path, cols, batch_rows, progress, "shift summary: moments"):
+        for side, X in side_arrays(batch).items():
+            if len(X) == 0:
                 continue
-            X = part[feats].to_numpy(float)
             for j, f in enumerate(feats):
                 sides[side][f].update(X[:, j], rng, 0)
             # sample candidate rows first so the per-row loop stays small
@@ -300,31 +608,44 @@ def streaming_shift_summary(path, schema: DatasetSchema, sources: list[str], tar
     sd = np.nan_to_num(np.sqrt((var["source"] * n_s + var["target"] * n_t) / max(n_s + n_t, 1)), nan=1.0)
     sd = np.where(sd > 1e-12, sd, 1.0)
     clf = SGDClassifier(loss="log_loss", alpha=1e-5, average=True, random_state=random_state)
-    hold_scores, hold_labels, hold_seen = [], [], 0
+    # held-out rows: a uniform sample of at most max_holdout (the smallest random keys), kept
+    # as rows and scored by the *final* classifier after the pass
+    keep_Z, keep_d, keep_key = np.empty((0, 2 * len(feats))), np.empty(0, int), np.empty(0)
+    hold_seen = 0
     n_train = 0
-    for batch in iter_batches(path, cols, batch_rows, progress):
-        table, _ = harmonise(batch, schema, source=str(path))
-        parts = side_frames(table)
-        X = np.vstack([parts["source"][feats].to_numpy(float), parts["target"][feats].to_numpy(float)])
-        d = np.r_[np.zeros(len(parts["source"]), int), np.ones(len(parts["target"]), int)]
-        if len(X) == 0:
+    p = len(feats)
+    for batch in _arrow_batches(path, cols, batch_rows, progress, "shift summary: domain classifier"):
+        # source rows, then target rows (each in table order), standardised after mean
+        # imputation, then the missingness indicators; built in place to hold fewer copies
+        Xb, is_src, is_tgt = side_rows(batch)
+        idx_s, idx_t = np.flatnonzero(is_src), np.flatnonzero(is_tgt)
+        d = np.r_[np.zeros(len(idx_s), int), np.ones(len(idx_t), int)]
+        if len(d) == 0:
             continue
-        M = np.isnan(X)
-        Z = np.hstack([(np.where(M, fill, X) - fill) / sd, M.astype(float)])
+        Z = np.empty((len(d), 2 * p))
+        Zx = Z[:, :p]
+        np.take(Xb, np.r_[idx_s, idx_t], axis=0, out=Zx)
+        del Xb
+        M = np.isnan(Zx)
+        np.copyto(Zx, np.broadcast_to(fill, Zx.shape), where=M)
+        Zx -= fill
+        Zx /= sd
+        Z[:, p:] = M
         hold = rng.random(len(Z)) < holdout_fraction
         if (~hold).any():
             clf.partial_fit(Z[~hold], d[~hold], classes=np.array([0, 1]))
             n_train += int((~hold).sum())
-        if hold.any() and hasattr(clf, "coef_"):
-            s = clf.decision_function(Z[hold])
-            lab = d[hold]
-            room = max_holdout - sum(len(a) for a in hold_scores)
-            hold_scores.append(s[:room])
-            hold_labels.append(lab[:room])
-            hold_seen += len(s)
-    scores = np.concatenate(hold_scores) if hold_scores else np.empty(0)
-    labels = np.concatenate(hold_labels) if hold_labels else np.empty(0)
-    dc = dict(auroc=_auroc(scores, labels), n_train=n_train, n_holdout=int(len(scores)))
+        if hold.any():
+            keys = np.r_[keep_key, rng.random(int(hold.sum()))]
+            Zall, dall = np.vstack([keep_Z, Z[hold]]), np.r_[keep_d, d[hold]]
+            if len(keys) > max_holdout:
+                top = np.argpartition(keys, max_holdout - 1)[:max_holdout]
+                Zall, dall, keys = Zall[top], dall[top], keys[top]
+            keep_Z, keep_d, keep_key = Zall, dall, keys
+            hold_seen += int(hold.sum())
+    scores = clf.decision_function(keep_Z) if len(keep_d) and hasattr(clf, "coef_") else np.empty(0)
+    dc = dict(auroc=_auroc(scores, keep_d) if len(scores) else np.nan, n_train=n_train,
+              n_holdout=int(len(scores)), n_holdout_seen=int(hold_seen))
     Rs = np.asarray(res_rows["source"], float)
     Rt = np.asarray(res_rows["target"], float)
     mmd = {}

@@ -134,38 +134,49 @@ def _auroc_rows(y: np.ndarray, P: np.ndarray) -> np.ndarray:
 
 
 def fast_bootstrap_ci(y, proba, *, n_boot: int = 200, alpha: float = 0.05,
-                      random_state: int = 0) -> dict[str, tuple[float, float]]:
+                      random_state: int = 0, max_cells: int = 20_000_000) -> dict[str, tuple[float, float]]:
     """Vectorised stratified percentile bootstrap of AUROC, Brier and (binary) ECE, or of
-    accuracy for multi-class; cheap enough to run for every (method, seed, budget) record."""
+    accuracy for multi-class; cheap enough to run for every (method, seed, budget) record.
+
+    Draws are made in chunks of at most ``max_cells`` (draw x row) cells, so memory stays
+    bounded; above 50,000 rows the number of draws shrinks (to at least 50), as the interval
+    is then narrow and each draw sorts every row.
+    """
     y = np.asarray(y).astype(int)
     proba = np.asarray(proba, float)
     if proba.ndim == 2 and proba.shape[1] == 2:
         proba = proba[:, 1]
+    n = len(y)
+    if n > 50_000:
+        n_boot = max(50, int(n_boot * 50_000 / n))
     rng = np.random.default_rng(random_state)
-    idx = np.concatenate(
-        [rng.choice(np.flatnonzero(y == c), size=(n_boot, int((y == c).sum()))) for c in np.unique(y)], axis=1
-    )
-    yb = y[idx]
+    by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
+    two = len(by_class) > 1
+    stats: dict[str, list] = {}
+    step = max(1, int(max_cells // max(n, 1)))
+    for start in range(0, n_boot, step):
+        k = min(step, n_boot - start)
+        idx = np.concatenate([rng.choice(rows, size=(k, len(rows))) for rows in by_class], axis=1)
+        yb = y[idx]
+        if proba.ndim == 1:
+            pb = proba[idx]
+            if two:
+                stats.setdefault("auroc", []).append(_auroc_rows(yb, pb))
+            stats.setdefault("brier", []).append(((pb - yb) ** 2).mean(axis=1))
+            bins = np.clip((pb * 10).astype(int), 0, 9)
+            ece = np.zeros(k)
+            for b in range(10):
+                m = bins == b
+                cnt = m.sum(axis=1)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    gap = np.abs((pb * m).sum(axis=1) - (yb * m).sum(axis=1)) / np.maximum(cnt, 1)
+                ece += cnt / y.size * gap
+            stats.setdefault("ece", []).append(ece)
+        else:
+            pb = proba[idx]  # (k, n, classes)
+            stats.setdefault("accuracy", []).append((pb.argmax(axis=2) == yb).mean(axis=1))
+            onehot = np.eye(proba.shape[1])[yb]
+            stats.setdefault("brier", []).append(((pb - onehot) ** 2).sum(axis=2).mean(axis=1))
     q = [alpha / 2, 1 - alpha / 2]
-    out: dict[str, tuple[float, float]] = {}
-    if proba.ndim == 1:
-        pb = proba[idx]
-        if len(np.unique(y)) > 1:
-            out["auroc"] = tuple(np.quantile(_auroc_rows(yb, pb), q).tolist())
-        out["brier"] = tuple(np.quantile(((pb - yb) ** 2).mean(axis=1), q).tolist())
-        bins = np.clip((pb * 10).astype(int), 0, 9)
-        ece = np.zeros(n_boot)
-        for b in range(10):
-            m = bins == b
-            cnt = m.sum(axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                gap = np.abs((pb * m).sum(axis=1) - (yb * m).sum(axis=1)) / np.maximum(cnt, 1)
-            ece += cnt / y.size * gap
-        out["ece"] = tuple(np.quantile(ece, q).tolist())
-    else:
-        pb = proba[idx]  # (n_boot, n, k)
-        acc = (pb.argmax(axis=2) == yb).mean(axis=1)
-        out["accuracy"] = tuple(np.quantile(acc, q).tolist())
-        onehot = np.eye(proba.shape[1])[yb]
-        out["brier"] = tuple(np.quantile(((pb - onehot) ** 2).sum(axis=2).mean(axis=1), q).tolist())
+    out = {key: tuple(np.quantile(np.concatenate(v), q).tolist()) for key, v in stats.items()}
     return {k: (float(a), float(b)) for k, (a, b) in out.items()}

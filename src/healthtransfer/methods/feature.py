@@ -98,7 +98,10 @@ class _FeatureBase(TransferClassifier):
         X = Zs if Ztl is None else np.vstack([Zs, Ztl])
         _, y, w = _combine(split, None, self.target_weight)
         self.n_features_out_ = X.shape[1]
-        self.estimator_ = _base(self.estimator, self.random_state).fit(X, y, sample_weight=w)
+        self.estimator_ = self._make_estimator().fit(X, y, sample_weight=w)
+
+    def _make_estimator(self):
+        return _base(self.estimator, self.random_state)
 
     def _predict_proba(self, X, sample_domain):
         return _proba_full(self.estimator_, self._map_rows(X, sample_domain), len(self.classes_))

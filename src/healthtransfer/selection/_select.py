@@ -133,7 +133,7 @@ def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int =
            margin: float = 1.0, min_gain: float = 0.01, n_splits_target: int = 5, n_splits_source: int = 3,
            extra_columns: Callable[[Candidate], tuple[np.ndarray, np.ndarray]] | None = None,
            score_mask: np.ndarray | None = None, min_per_class: int = 5, n_repeats: int | None = None,
-           label_free: "Selection | None" = None, max_rows: int = 200_000) -> Selection:
+           label_free: "Selection | None" = None, max_rows: int = 60_000) -> Selection:
     """Score every candidate on the fit rows only and choose one (see the module docstring).
 
     ``X, y, sd`` are exactly the rows and masked labels the candidates are fitted on; no

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..data import Dataset, load_dataset, load_table
-from ..data.preprocess import make_preprocessor
+from ..data.preprocess import fit_preprocessor
 from ..data.splits import label_budget, target_split
 from ..errors import UserInputError
 from ..evaluation.calibration import logit
@@ -189,7 +189,7 @@ def prepare_unit(ds: Dataset, sources: list[str], target: str, seed: int, test_f
     src = ds.frame[dom.isin(sources)]
     tgt, split = split_target(ds, target, seed, test_fraction)
     pool, test = tgt.iloc[split.pool], tgt.iloc[split.test]
-    pre = make_preprocessor(ds.numeric, ds.categorical).fit(pd.concat([src, pool])[ds.features])
+    pre = fit_preprocessor(ds.numeric, ds.categorical, pd.concat([src, pool])[ds.features])
     src_ids = {s: i + 1 for i, s in enumerate(sources)}
     sd = np.r_[dom[dom.isin(sources)].map(src_ids).to_numpy().astype(int), -np.ones(len(pool), int)]
     label = lambda frame: frame[ds.label].to_numpy().astype(int)  # noqa: E731
