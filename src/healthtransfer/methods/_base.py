@@ -131,11 +131,24 @@ def _fit_imputer(X: np.ndarray, max_rows: int = IMPUTER_SAMPLE_ROWS) -> SimpleIm
     imp = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)
     if len(X) <= max_rows:
         return imp.fit(X)
-    rows = np.random.default_rng(0).choice(len(X), max_rows, replace=False)
     missing = np.isnan(X)
     cols = np.flatnonzero(missing.any(axis=0))
+    # without any missing value the medians only serve rows that are missing at predict time
+    size = max_rows if len(cols) else min(max_rows, 20_000)
+    rows = np.random.default_rng(0).choice(len(X), size, replace=False)
     first_missing = missing[:, cols].argmax(axis=0)
     return imp.fit(X[np.unique(np.r_[rows, first_missing])])
+
+
+def _impute(imputer: SimpleImputer | None, X: np.ndarray) -> np.ndarray:
+    """``imputer.transform(X)``, skipped (no copy) when it would return ``X`` unchanged: no
+    indicator columns and nothing missing (e.g. a study's preprocessed matrices)."""
+    if imputer is None:
+        return X
+    indicator = getattr(imputer, "indicator_", None)
+    if (indicator is None or len(indicator.features_) == 0) and not np.isnan(X).any():
+        return X
+    return imputer.transform(X)
 
 
 class TransferClassifier(ClassifierMixin, BaseEstimator):
@@ -174,7 +187,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self._imputer = None
         if not self.handles_nan:
             self._imputer = _fit_imputer(X)
-            X = self._imputer.transform(X)
+            X = _impute(self._imputer, X)
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X)
         split = split_domains(
@@ -190,8 +203,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X, *, sample_domain=None):
         check_is_fitted(self, "classes_")
         X = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=float)
-        if self._imputer is not None:
-            X = self._imputer.transform(X)
+        X = _impute(self._imputer, X)
         if sample_domain is None:
             sample_domain = -np.ones(X.shape[0], dtype=int)
         proba = np.asarray(self._predict_proba(X, np.asarray(sample_domain).astype(int)))

@@ -240,23 +240,31 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
         eval_mask = ~np.isnan(ref_test)
     n_classes = len(ds.class_names) if ds.class_names else int(f[ds.label].nunique())
     X_train = np.vstack([Xs, Xp])
+    # the source and pool blocks as views of X_train: one copy of the fit rows, not two
+    Xs, Xp = X_train[: len(Xs)], X_train[len(Xs):]
+    u.Xs = u.Xp = None
     # Above a size threshold (or a method's own max_rows) the scalable variant runs instead of
     # the exact method (Nystroem KMM/TCA, minibatch OT, streamed CORAL, ...).
     methods = list(dict.fromkeys(resolve_method(m, len(X_train)) for m in methods))
     candidates = expand_candidates(methods, grid=bool(sel and sel.grid))
     sub = test[ds.subgroup_columns()].reset_index(drop=True)
+    # the unit's row frames are not needed past this point: at 10^6 rows they hold ~1 GB
+    n_pool = len(pool)
+    u.src = u.pool = u.test = src_rows = pool = None
+    ref_test_p = test[ds.reference_score].to_numpy(float) if ds.reference_score else None
+    test = None
     label_shift = None  # estimated once per unit, from source labels and pool features only
     label_free_cache: dict[str, tuple[np.ndarray, float]] = {}
     label_free_choice = None  # the selection with every target label hidden, shared by all budgets
     for n_t in budgets:
-        if n_t > len(pool):
-            skipped.append(dict(target=target, seed=seed, n_labeled=n_t, reason=f"budget larger than the pool ({len(pool)} rows)"))
+        if n_t > n_pool:
+            skipped.append(dict(target=target, seed=seed, n_labeled=n_t, reason=f"budget larger than the pool ({n_pool} rows)"))
             continue
-        lab = label_budget(yp, np.arange(len(pool)), n_t, seed=seed)
+        lab = label_budget(yp, np.arange(n_pool), n_t, seed=seed)
         if n_t > 0 and len(np.unique(yp[lab])) < 2:
             skipped.append(dict(target=target, seed=seed, n_labeled=n_t, reason="labelled draw holds one class"))
             continue
-        y_pool = np.full(len(pool), -1)
+        y_pool = np.full(n_pool, -1)
         y_pool[lab] = yp[lab]
         y_train = np.r_[ys, y_pool]
         test_proba: dict[str, np.ndarray] = {}
@@ -300,7 +308,7 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
                 preds.append(dict(method=c.name, target=target, seed=seed, n_labeled=n_t,
                                   y=yte[eval_mask], proba=proba[eval_mask]))
         if ref_cols is not None and n_classes == 2:
-            ref_p = test[ds.reference_score].to_numpy(float)[eval_mask]
+            ref_p = ref_test_p[eval_mask]
             rec = _record(None, sources, target, n_t, seed, yte[eval_mask], ref_p, 2, 0.0)
             rec.update(method=f"reference:{ds.reference_score}", family="baseline", base_method="reference")
             records.append(rec)
@@ -317,7 +325,7 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
             if n_t > 0 and label_free_choice is None:
                 # the same rows with the labels hidden: what n_t = 0 would choose (the bar)
                 free = [c for c in runnable if not c.spec.needs_labels]
-                label_free_choice = select(free, X_train, np.r_[ys, np.full(len(pool), -1)], sd, n_classes,
+                label_free_choice = select(free, X_train, np.r_[ys, np.full(n_pool, -1)], sd, n_classes,
                                            **sel_kw) if free else None
             choice = select(runnable, X_train, y_train, sd, n_classes, label_free=label_free_choice, **sel_kw)
             if n_t == 0:
