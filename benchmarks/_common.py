@@ -381,9 +381,9 @@ def _merge_unit(old: dict | None, new: dict, phases) -> dict:
     if old is None:
         return new
     rerun_sides = set().union(*(PHASE_SIDES[p] for p in phases))
-    rerun_methods = {r["method"] for r in new["records"]} | {s["method"] for s in new["skipped"]}
+    rerun_methods = {r["method"] for r in new["records"]} | {s.get("method") for s in new["skipped"]}
     keep = [r for r in old["records"] if not (r.get("side") in rerun_sides and r["method"] in rerun_methods)]
-    skipped = [s for s in old["skipped"] if s["method"] not in rerun_methods] + new["skipped"]
+    skipped = [s for s in old["skipped"] if s.get("method") not in rerun_methods] + new["skipped"]
     selections = new["selections"] if "selection" in phases else old["selections"]
     return dict(records=keep + new["records"], skipped=skipped, selections=selections,
                 seconds=new["seconds"], phases=new.get("phases", {}), target=new["target"], seed=new["seed"])

@@ -226,7 +226,7 @@ def _stream_inputs(study_file: Path):
     try:
         names = _dataset(path).schema.names
     except Exception as exc:  # pyarrow's message names the offending file, never values
-        raise UserInputError(f"cannot read {path} as Parquet ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})",
+        raise UserInputError(f"cannot read {path} as Parquet ({type(exc).__name__})",
                              where=where, fix="point `path` at a Parquet file or a folder holding only Parquet "
                              "files (names starting with '_' or '.' are skipped)") from None
     if not names:

@@ -215,3 +215,14 @@ def test_shift_summary_auroc_does_not_depend_on_batching(parquet):
     b = streaming_shift_summary(d, SCHEMA, ["a"], "c", batch_rows=100_000, n_permutations=0)["domain_classifier"]
     assert a["n_holdout"] == a["n_holdout_seen"] > 0
     assert abs(a["auroc"] - b["auroc"]) < 0.01
+
+
+def test_a_column_typed_differently_across_files_names_no_value(tmp_path):
+    """pyarrow's cast error can quote a value; ours names the file, column and types only."""
+    from healthtransfer.errors import UserInputError
+
+    pd.DataFrame({"site": ["a"], "hr": [80.5]}).to_parquet(tmp_path / "p0.parquet")
+    pd.DataFrame({"site": ["a"], "hr": ["eighty-one"]}).to_parquet(tmp_path / "p1.parquet")
+    with pytest.raises(UserInputError) as err:
+        list(iter_batches(tmp_path, ["site", "hr"]))
+    assert "hr" in str(err.value) and "eighty" not in str(err.value)

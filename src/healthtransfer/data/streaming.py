@@ -81,9 +81,25 @@ def _file_batches(ds, columns: list[str] | None, batch_rows: int):
                         continue
                     if batch.schema != target:
                         batch = pa.RecordBatch.from_arrays(
-                            [batch.column(fl.name).cast(fl.type) if fl.name in have
+                            [_cast(batch, fl, f) if fl.name in have
                              else pa.nulls(batch.num_rows, fl.type) for fl in target], schema=target)
                     yield batch
+
+
+def _cast(batch, field, path):
+    """One column cast to the dataset's type; pyarrow's own message can quote a value, so the
+    error names only the file, the column and the two types."""
+    import pyarrow as pa
+
+    col = batch.column(field.name)
+    try:
+        return col.cast(field.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        from ..errors import UserInputError
+
+        raise UserInputError(f"column '{field.name}' holds {col.type} in {Path(str(path)).name} but {field.type} "
+                             "in the other files", where=str(path),
+                             fix="write the column with one type in every Parquet file") from None
 
 
 def _prefetch(batches, depth: int = 2):

@@ -58,8 +58,9 @@ def ece_noise_floor(proba, n_draws: int = 200, n_bins: int = 10, random_state=0)
     """
     p = np.asarray(proba, float)
     rng = np.random.default_rng(random_state)
-    draws = (rng.random((n_draws, len(p))) < p).astype(int)
-    return float(np.mean([expected_calibration_error(d, p, n_bins) for d in draws]))
+    # one draw at a time: a (draws x rows) matrix would be ~300 MB at 10^5 test rows
+    return float(np.mean([expected_calibration_error((rng.random(len(p)) < p).astype(int), p, n_bins)
+                          for _ in range(n_draws)]))
 
 
 def score(y, proba, n_classes: int | None = None) -> dict[str, float]:
@@ -153,7 +154,8 @@ def fast_bootstrap_ci(y, proba, *, n_boot: int = 200, alpha: float = 0.05,
     by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
     two = len(by_class) > 1
     stats: dict[str, list] = {}
-    step = max(1, int(max_cells // max(n, 1)))
+    width = 1 if proba.ndim == 1 else proba.shape[1]  # multi-class draws hold (k, n, classes) arrays
+    step = max(1, int(max_cells // max(n * width, 1)))
     for start in range(0, n_boot, step):
         k = min(step, n_boot - start)
         idx = np.concatenate([rng.choice(rows, size=(k, len(rows))) for rows in by_class], axis=1)

@@ -24,12 +24,10 @@ so the label-free choice is kept and the record says so.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from ..evaluation.metrics import _auroc_rows
 from ..methods import MethodSpec, get_method
@@ -157,7 +155,9 @@ def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int =
                                 score_mask=score_mask) if free else None
         if n_repeats is None:
             n_repeats = int(np.clip(np.ceil(100 / n_lab), 1, 3))
-    counts = np.bincount(y[lab_mask], minlength=n_classes) if n_lab else np.zeros(n_classes, int)
+    # the labelled rows target CV will be scored on (with a score_mask, only those rows count)
+    scored = lab_mask if score_mask is None else lab_mask & np.asarray(score_mask, bool)
+    counts = np.bincount(y[scored], minlength=n_classes) if n_lab else np.zeros(n_classes, int)
     scores: dict[str, dict[str, float]] = {}
     oofs: dict[str, OOF] = {}
     weights = None
@@ -214,8 +214,8 @@ def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int =
     anchor = label_free.chosen if (criterion == "target_cv" and label_free is not None) else None
     if anchor is not None and anchor in oofs:
         # With target labels, the bar is what the study would deploy without them.
-        rare = int(counts[counts > 0].min())
-        if rare < min_per_class or len(counts[counts > 0]) < n_classes:
+        rare = int(counts.min())
+        if rare < min_per_class:
             chosen = anchor
             reason = (f"kept the label-free choice {anchor} ({label_free.criterion}): only {rare} labelled target "
                       f"rows of the rarest class (< {min_per_class}), too few for target CV to tell models apart")
@@ -247,7 +247,7 @@ def _sample_rows(X, y, sd, score_mask, extra_columns, max_rows, seed):
     """Every labelled target row plus uniform others, ``max_rows`` in all (order kept)."""
     labelled = np.flatnonzero((sd < 0) & (y != -1))
     others = np.setdiff1d(np.arange(len(X)), labelled)
-    k = max(0, min(len(others), max_rows - len(labelled)))
+    k = min(len(others), max(max_rows - len(labelled), max_rows // 2))  # never without source rows
     rows = np.sort(np.r_[labelled, np.random.default_rng(seed).choice(others, k, replace=False)])
     extra = None if extra_columns is None else (lambda c, _f=extra_columns: np.asarray(_f(c))[rows])
     return X[rows], y[rows], sd[rows], None if score_mask is None else np.asarray(score_mask)[rows], extra

@@ -170,7 +170,8 @@ def _diagnose(dataset, sources, target, *, rows_target, random_state, n_permutat
     pre = make_preprocessor(numeric, categorical).fit(both)
     Xs = np.asarray(pre.transform(src_all[feats]), float)
     Xt = np.asarray(pre.transform(tgt), float)
-    dc, oof = domain_classifier_test(Xs, Xt, n_permutations=n_permutations, random_state=random_state)
+    dc, oof = domain_classifier_test(Xs, Xt, n_permutations=n_permutations, random_state=random_state,
+                                     max_rows=max_rows)
     from sklearn.model_selection import StratifiedKFold
 
     d = np.r_[np.zeros(len(Xs), int), np.ones(len(Xt), int)]
@@ -207,7 +208,8 @@ def _diagnose(dataset, sources, target, *, rows_target, random_state, n_permutat
     # 3. label shift: source labels + unlabelled target rows
     ys = src_all[dataset.label].to_numpy()
     codes, names = _class_codes(dataset, ys)
-    ls = estimate_label_shift(Xs, ys, Xt, classes=codes, n_bootstrap=n_bootstrap, random_state=random_state)
+    ls = estimate_label_shift(Xs, ys, Xt, classes=codes, n_bootstrap=n_bootstrap, random_state=random_state,
+                              max_rows=max_rows)
 
     # 4. importance weights from the domain classifier's out-of-fold probabilities
     imp = importance_ess(oof[: len(Xs)], len(Xs), len(Xt), clip=WEIGHT_CLIP)

@@ -251,7 +251,6 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
     # the unit's row frames are not needed past this point: at 10^6 rows they hold ~1 GB
     n_pool = len(pool)
     u.src = u.pool = u.test = src_rows = pool = None
-    ref_test_p = test[ds.reference_score].to_numpy(float) if ds.reference_score else None
     test = None
     label_shift = None  # estimated once per unit, from source labels and pool features only
     label_free_cache: dict[str, tuple[np.ndarray, float]] = {}
@@ -308,7 +307,7 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
                 preds.append(dict(method=c.name, target=target, seed=seed, n_labeled=n_t,
                                   y=yte[eval_mask], proba=proba[eval_mask]))
         if ref_cols is not None and n_classes == 2:
-            ref_p = ref_test_p[eval_mask]
+            ref_p = ref_test[eval_mask]
             rec = _record(None, sources, target, n_t, seed, yte[eval_mask], ref_p, 2, 0.0)
             rec.update(method=f"reference:{ds.reference_score}", family="baseline", base_method="reference")
             records.append(rec)
