@@ -39,12 +39,14 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _limits import run_limited  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -356,40 +358,15 @@ def run_step(step: str, path: str, schema_path: str, batch_rows: int) -> dict:
     return rec
 
 
-def _tree_rss(proc) -> float:
-    import psutil
-
-    try:
-        p = psutil.Process(proc.pid)
-        procs = [p, *p.children(recursive=True)]
-        return sum(q.memory_info().rss for q in procs if q.is_running()) / 2**30
-    except Exception:
-        return 0.0
-
-
 def launch(step: str, path: Path, schema: Path, batch_rows: int, timeout: float, max_gib: float, label: str) -> dict:
     cmd = [sys.executable, __file__, "--step", step, str(path), str(schema), "--batch-rows", str(batch_rows)]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "2")
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    seen, status = 0.0, None
-    while proc.poll() is None:
-        seen = max(seen, _tree_rss(proc))
-        if seen > max_gib:
-            status = f"stopped: memory > {max_gib:g} GiB"
-        elif time.perf_counter() - t0 > timeout:
-            status = f"stopped: time > {timeout:g} s"
-        if status:
-            proc.kill()
-            proc.wait()
-            break
-        time.sleep(0.25)
-    out, err = proc.communicate()
-    wall = time.perf_counter() - t0
+    r = run_limited(cmd, timeout=timeout, max_gib=max_gib, env=env)
+    out, err, wall, seen, status = r.out, r.err, r.wall_seconds, r.peak_gib, r.status
     if status is None:
         lines = [ln for ln in out.splitlines() if ln.startswith("{")]
-        if proc.returncode == 0 and lines:
+        if r.returncode == 0 and lines:
             rec = json.loads(lines[-1])
             rec.update(wall_seconds=wall, polled_peak_gib=seen, label=label)
             return rec

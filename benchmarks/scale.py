@@ -27,12 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _limits import run_limited  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -187,38 +189,13 @@ def run_cell(method: str, n: int) -> dict:
 
 
 # -- the driver -------------------------------------------------------------------------------------
-def _tree_rss(proc) -> float:
-    import psutil
-
-    try:
-        p = psutil.Process(proc.pid)
-        procs = [p, *p.children(recursive=True)]
-        return sum(q.memory_info().rss for q in procs if q.is_running()) / 2**30
-    except Exception:
-        return 0.0
-
-
 def launch(method: str, n: int, timeout: float, max_gib: float) -> dict:
     cmd = [sys.executable, __file__, "--cell", method, str(n)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen, status = 0.0, None
-    while proc.poll() is None:
-        seen = max(seen, _tree_rss(proc))
-        if seen > max_gib:
-            status = f"stopped: memory > {max_gib:g} GiB"
-        elif time.perf_counter() - t0 > timeout:
-            status = f"stopped: time > {timeout:g} s"
-        if status:
-            proc.kill()
-            proc.wait()
-            break
-        time.sleep(0.25)
-    out, err = proc.communicate()
-    wall = time.perf_counter() - t0
+    r = run_limited(cmd, timeout=timeout, max_gib=max_gib)
+    out, err, wall, seen, status = r.out, r.err, r.wall_seconds, r.peak_gib, r.status
     if status is None:
         lines = [ln for ln in out.splitlines() if ln.startswith("{")]
-        if proc.returncode == 0 and lines:
+        if r.returncode == 0 and lines:
             rec = json.loads(lines[-1])
             rec["wall_seconds"] = wall
             return rec

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _limits import run_limited  # noqa: E402
 from scale import make_data  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("HT_SCALE_DATA", "/tmp/healthtransfer_scale"))
@@ -95,39 +95,17 @@ methods = {json.dumps(methods)}
 
 
 def run(study: Path, out: Path, timeout: float, max_gib: float) -> dict:
-    import psutil
-
     exe = Path(sys.executable).with_name("healthtransfer")
     cmd = [str(exe), "run", str(study), "--out", str(out / "run"), "--jobs", "1"]
     env = dict(os.environ, OMP_NUM_THREADS="2", COLUMNS="160")
-    t0 = time.perf_counter()
-    log = open(out / "run.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    peak, status, samples = 0.0, "ok", []
-    ps = psutil.Process(proc.pid)
-    while proc.poll() is None:
-        try:
-            rss = sum(p.memory_info().rss for p in [ps, *ps.children(recursive=True)]) / 2**30
-        except psutil.Error:
-            rss = 0.0
-        peak = max(peak, rss)
-        samples.append((round(time.perf_counter() - t0, 1), round(rss, 3)))
-        if rss > max_gib:
-            status = f"stopped: memory > {max_gib:g} GiB"
-        elif time.perf_counter() - t0 > timeout:
-            status = f"stopped: time > {timeout:g} s"
-        if status != "ok":
-            proc.kill()
-            proc.wait()
-            break
-        time.sleep(0.5)
-    wall = time.perf_counter() - t0
-    log.close()
-    if status == "ok" and proc.returncode != 0:
-        status = f"failed (exit {proc.returncode}): see run.log"
+    with open(out / "run.log", "w") as log:
+        r = run_limited(cmd, timeout=timeout, max_gib=max_gib, env=env, stdout=log, poll=0.5)
+    status = r.status or "ok"
+    if status == "ok" and r.returncode != 0:
+        status = f"failed (exit {r.returncode}): see run.log"
     child_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
-    return {"status": status, "wall_seconds": wall, "peak_gib_polled": peak, "peak_gib_child": child_peak,
-            "rss_trace": samples[:: max(1, len(samples) // 200)]}
+    return {"status": status, "wall_seconds": r.wall_seconds, "peak_gib_polled": r.peak_gib,
+            "peak_gib_child": child_peak, "rss_trace": r.trace[:: max(1, len(r.trace) // 200)]}
 
 
 def summarise(out: Path) -> dict:
