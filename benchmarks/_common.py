@@ -421,6 +421,10 @@ def run_benchmark(cfg: BenchConfig, ds, extras: Callable | None = None, out_dir:
                   f"(elapsed {time.perf_counter() - t0:.0f}s)", flush=True)
             partial.write_text(json.dumps(_jsonable(dict(results=results, config=_config(cfg),
                                                          elapsed=time.perf_counter() - t0)), allow_nan=True))
+    if merge:  # units of the committed run that this pass did not touch stay as they were
+        done = {(r["target"], r["seed"]) for r in results}
+        results += [u for k, u in previous.items() if k not in done]
+        cfg.seeds = sorted({int(u["seed"]) for u in results})
     if partial.exists():
         partial.unlink()
     out = _assemble(cfg, results, time.perf_counter() - t0)
