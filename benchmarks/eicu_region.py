@@ -146,6 +146,11 @@ def config() -> BenchConfig:
         headline="auroc",
         secondary=("brier", "ece"),
         notes=[
+            "How the committed run was produced: seeds 0-3 in an earlier session (heavily loaded machine); "
+            "seeds 4-19 with `--resume` (8.4 min, n_jobs=2, quiet machine); then, after `reference_recalibration` "
+            "became a label-free candidate (the score recalibrated on the source rows at n_t = 0), "
+            "`--phases selection --merge` for all 60 units (4.9 min) and `--phases ours --methods "
+            "reference_recalibration --merge` (its n_t = 0 rows; the time in the line above is that last pass).",
             "Only the 3 pairs with source Midwest are run (the protocol defines 12); Northeast only at n_t ∈ {0, 50} "
             "(its pool has ~66 stays). Pair averages at n_t = 200 are over South and West only.",
             "All metrics on the target test rows with an APACHE IV prediction (comparison subset); models are "

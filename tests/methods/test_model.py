@@ -256,6 +256,20 @@ def test_helpers():
     assert 1.6 < beta < 2.5
 
 
+def test_reference_recalibration_needs_no_target_labels():
+    """At n_t = 0 the score is recalibrated on the source rows, so it can be the label-free bar."""
+    import numpy as np
+
+    assert not get_method("reference_recalibration").needs_labels
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 3))
+    y = (rng.random(300) < 1 / (1 + np.exp(-(X[:, 2] - 1)))).astype(int)
+    d = np.r_[np.ones(200, int), -np.ones(100, int)]
+    y[200:] = -1
+    m = make_method("reference_recalibration", random_state=0).fit(X, y, sample_domain=d)
+    assert m.slope_ > 0 and m.predict_proba(X[200:]).shape == (100, 2)
+
+
 def test_methods_registered():
     for name in ("continued_boosting", "linear_prior", "stacking_lr", "stacking_gbm",
                  "recalibration_lr", "recalibration_gbm"):

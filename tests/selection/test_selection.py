@@ -160,3 +160,24 @@ def test_large_inputs_are_scored_on_a_sample_that_keeps_every_labelled_row():
     d = make_shifted_domains("covariate", n_source=400, n_target=300, random_state=0)
     s = select(expand_candidates(["source_lr", "coral_lr"]), d.X, d.masked_y(0), d.sample_domain, 2, max_rows=300)
     assert s.chosen.split("[")[0] in {"source_lr", "coral_lr"} and len(s.oof["source_lr"].y) < 300
+
+
+def test_reference_score_is_a_label_free_candidate_and_can_set_the_bar():
+    """A study with a reference score (eICU's APACHE IV): at n_t = 0 the recalibrated score is
+    scored like the baselines (its column may be missing for some rows) and, being far better
+    than the features here, is chosen; with labels it is the anchor the others must beat."""
+    rng = np.random.default_rng(4)
+    n = 900
+    X = rng.normal(size=(n, 4))
+    eta = 2.5 * rng.normal(size=n)  # the outcome depends on what the score sees, not on X
+    y_true = (rng.random(n) < 1 / (1 + np.exp(-(eta - 1)))).astype(int)
+    ref = eta - 1 + rng.normal(scale=0.3, size=n)
+    ref[rng.random(n) < 0.1] = np.nan  # no score for some stays
+    sd = np.r_[np.ones(600, int), -np.ones(300, int)]
+    y = np.where(sd < 0, -1, y_true)
+    cands = expand_candidates(["source_lr", "coral_lr", "reference_recalibration"], grid=False)
+    s0 = select(cands, X, y, sd, 2, extra_columns=lambda c: ref, score_mask=~np.isnan(ref))
+    assert s0.chosen == "reference_recalibration", s0.reason
+    y[600:680] = y_true[600:680]
+    s1 = select(cands, X, y, sd, 2, extra_columns=lambda c: ref, score_mask=~np.isnan(ref), label_free=s0)
+    assert s1.anchor == "reference_recalibration" and s1.chosen == "reference_recalibration", s1.reason

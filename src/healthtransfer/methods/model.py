@@ -785,10 +785,14 @@ METHODS = [
     MethodSpec("recalibration_gbm", "model", partial(_mk, Recalibration, base="gbm"), "labelled",
                "Source gradient-boosting model recalibrated (intercept, + slope when n allows) "
                "on the target rows.", needs_labels=True),
+    # Without target labels it is the score recalibrated on the source rows: an existing
+    # model the site already trusts, so it is a label-free candidate and can be the bar that
+    # model selection holds adaptation methods to (with labels it recalibrates on them).
     MethodSpec("reference_recalibration", "model", partial(_mk, ReferenceRecalibration),
                "labelled", "External reference score (e.g. APACHE IV) recalibrated on the "
-               "labelled target rows; source model where the score is missing.",
-               needs_labels=True, multiclass=False, uses_reference=True),
+               "labelled target rows (on the source rows at n_t = 0); source model where the "
+               "score is missing.",
+               needs_labels=False, multiclass=False, uses_reference=True),
     MethodSpec("reference_stacking", "model", partial(_mk, ReferenceStacking), "labelled",
                "External reference score as offset + strongly regularised local correction, "
                "trained on source + up-weighted target rows.",

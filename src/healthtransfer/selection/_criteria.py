@@ -98,9 +98,11 @@ def importance_weights(X, sd, *, seed=0, clip=20.0) -> np.ndarray:
     return w
 
 
-def source_cv_oof(factory, X, y, sd, n_classes, weights, *, seed=0, n_splits=3) -> OOF:
+def source_cv_oof(factory, X, y, sd, n_classes, weights, *, seed=0, n_splits=3, n_features=None) -> OOF:
     """K-fold over the source rows: fit on the other source folds plus every target row, predict
-    the held-out source rows, and carry their importance weights."""
+    the held-out source rows, and carry their importance weights. ``n_features``: the leading
+    columns that are features (the reverse model leaves out an appended reference score)."""
+    n_features = X.shape[1] if n_features is None else int(n_features)
     src = np.flatnonzero(sd > 0)
     ys = y[src]
     counts = np.bincount(ys, minlength=n_classes)
@@ -122,8 +124,8 @@ def source_cv_oof(factory, X, y, sd, n_classes, weights, *, seed=0, n_splits=3) 
         ents.append(entropy(pt))
         pseudo = pt.argmax(axis=1)
         if len(np.unique(pseudo)) > 1:
-            rev = LogisticRegression(C=1.0, max_iter=1000).fit(X[tgt][:, : X.shape[1]], pseudo)
-            reverse[te] = _pad(rev, rev.predict_proba(X[src[te]]), n_classes)
+            rev = LogisticRegression(C=1.0, max_iter=1000).fit(X[tgt][:, :n_features], pseudo)
+            reverse[te] = _pad(rev, rev.predict_proba(X[src[te]][:, :n_features]), n_classes)
         else:
             reverse[te] = np.eye(n_classes)[pseudo[0]]
     return OOF(y=ys, proba=proba, weight=weights[src], criterion="iwcv", reverse_proba=reverse,

@@ -173,7 +173,8 @@ def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int =
             criterion = "iwcv+dev"
             if weights is None:
                 weights = importance_weights(X, sd, seed=seed)
-            oof = source_cv_oof(c.factory, Xc, y, sd, n_classes, weights, seed=seed, n_splits=n_splits_source)
+            oof = source_cv_oof(c.factory, Xc, y, sd, n_classes, weights, seed=seed, n_splits=n_splits_source,
+                                n_features=X.shape[1])
         elif criterion != "target_cv":
             continue  # mixed availability cannot happen within one call; keep the first kind
         oofs[c.name] = oof
