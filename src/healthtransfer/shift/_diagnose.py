@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from .._sampling import uniform_rows
 from ..errors import UserInputError
 from ._features import feature_shift
 from ._label import estimate_label_shift
@@ -161,11 +162,11 @@ def _diagnose(dataset, sources, target, *, rows_target, random_state, n_permutat
         # Whole-table tests on a uniform sample per side: their estimates are already precise
         # at 10^5 rows, and the permutation tests hold an (n x permutations) matrix.
         rng = np.random.default_rng(random_state)
-        if len(src_all) > max_rows:
-            src_all = src_all.iloc[np.sort(rng.choice(len(src_all), max_rows, replace=False))]
+        if (keep := uniform_rows(len(src_all), max_rows, rng)) is not None:
+            src_all = src_all.iloc[keep]
             src_dom = src_all[dataset.domain].astype(str).to_numpy()
-        if len(tgt) > max_rows:
-            tgt = tgt.iloc[np.sort(rng.choice(len(tgt), max_rows, replace=False))]
+        if (keep := uniform_rows(len(tgt), max_rows, rng)) is not None:
+            tgt = tgt.iloc[keep]
     both = pd.concat([src_all[feats], tgt], axis=0)
     pre = make_preprocessor(numeric, categorical).fit(both)
     Xs = np.asarray(pre.transform(src_all[feats]), float)

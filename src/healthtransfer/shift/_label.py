@@ -30,6 +30,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from .._sampling import uniform_rows
+
 __all__ = ["estimate_label_shift", "em_prior"]
 
 _CS = (0.01, 0.1, 1.0, 10.0)
@@ -118,11 +120,10 @@ def estimate_label_shift(Xs: np.ndarray, ys, Xt: np.ndarray, *, classes=None, n_
     ys = np.asarray(ys)
     classes = list(classes) if classes is not None else sorted(np.unique(ys).tolist())
     sampler = np.random.default_rng(random_state)
-    if len(Xs) > max_rows:
-        keep = np.sort(sampler.choice(len(Xs), max_rows, replace=False))
+    if (keep := uniform_rows(len(Xs), max_rows, sampler)) is not None:
         Xs, ys = Xs[keep], ys[keep]
-    if len(Xt) > max_rows:
-        Xt = Xt[np.sort(sampler.choice(len(Xt), max_rows, replace=False))]
+    if (keep := uniform_rows(len(Xt), max_rows, sampler)) is not None:
+        Xt = Xt[keep]
     lookup = {c: i for i, c in enumerate(classes)}
     ys_idx = np.array([lookup[v] for v in ys.tolist()])
     K = len(classes)

@@ -27,6 +27,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
+from .._sampling import uniform_rows
+
 __all__ = ["domain_classifier_test", "cv_auroc", "linear_cv_auroc", "mmd_test", "importance_ess", "WEIGHT_CLIP"]
 
 #: importance weights p_t(x)/p_s(x) are clipped at this value before the effective sample size
@@ -106,10 +108,10 @@ def domain_classifier_test(Xs: np.ndarray, Xt: np.ndarray, *, n_permutations: in
     out-of-fold probability of "target" for every stacked row used (sources first).
     """
     rng = np.random.default_rng(random_state)
-    if len(Xs) > max_rows:
-        Xs = Xs[np.sort(rng.choice(len(Xs), max_rows, replace=False))]
-    if len(Xt) > max_rows:
-        Xt = Xt[np.sort(rng.choice(len(Xt), max_rows, replace=False))]
+    if (keep := uniform_rows(len(Xs), max_rows, rng)) is not None:
+        Xs = Xs[keep]
+    if (keep := uniform_rows(len(Xt), max_rows, rng)) is not None:
+        Xt = Xt[keep]
     X = np.vstack([Xs, Xt])
     d = np.r_[np.zeros(len(Xs), int), np.ones(len(Xt), int)]
     k = _n_splits(d, n_splits)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..data.splits import label_budget
+from .._sampling import uniform_rows
 from ..selection import expand_candidates
 from .run import prepare_unit
 
@@ -128,8 +129,8 @@ def _importance(final: FinalModel, src: pd.DataFrame, test: pd.DataFrame, ds, n_
     rng = np.random.default_rng(seed)
     rows = {}
     for site, frame in (("source", src), ("target", test)):
-        if len(frame) > max_rows:  # features x repeats predictions: a sample keeps it seconds
-            frame = frame.iloc[np.sort(rng.choice(len(frame), max_rows, replace=False))]
+        if (keep := uniform_rows(len(frame), max_rows, rng)) is not None:  # a sample keeps it seconds
+            frame = frame.iloc[keep]
         y = frame[ds.label].to_numpy().astype(int)
         if len(np.unique(y)) < 2:
             continue
