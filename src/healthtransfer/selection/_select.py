@@ -86,6 +86,7 @@ class Selection:
     best_candidate: str | None = None
     best_baseline: str | None = None
     anchor: str | None = None  # with target labels: the label-free choice a candidate had to beat
+    label_free: "Selection | None" = field(default=None, repr=False)  # that selection (a caller may reuse it)
     oof: dict[str, OOF] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -231,7 +232,7 @@ def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int =
                 reason = (f"kept the label-free choice {anchor}: the best candidate {best} gained {gain:+.3f} AUROC "
                           f"(se {sd_gain:.3f}) on {criterion}, not more than {margin:g} se and {min_gain:g}")
         return Selection(chosen=chosen, criterion=criterion, reason=reason, scores=scores, best_candidate=best,
-                         best_baseline=best_base, anchor=anchor, oof=oofs)
+                         best_baseline=best_base, anchor=anchor, label_free=label_free, oof=oofs)
     if best_base is not None and best != best_base:
         gain, sd_gain = _paired_gain(oofs[best], oofs[best_base], seed=seed)
         if not (gain > margin * sd_gain and gain > min_gain):
@@ -241,7 +242,7 @@ def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int =
         else:
             reason = f"{best} beat baseline {best_base} by {gain:+.3f} AUROC (se {sd_gain:.3f}) on {criterion}"
     return Selection(chosen=chosen, criterion=criterion, reason=reason, scores=scores,
-                     best_candidate=best, best_baseline=best_base, oof=oofs)
+                     best_candidate=best, best_baseline=best_base, oof=oofs, label_free=label_free)
 
 
 def _sample_rows(X, y, sd, score_mask, extra_columns, max_rows, seed):

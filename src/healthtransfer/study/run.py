@@ -321,14 +321,10 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
                       score_mask=None if ref_cols is None else ~np.isnan(ref_cols[0]))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if n_t > 0 and label_free_choice is None:
-                # the same rows with the labels hidden: what n_t = 0 would choose (the bar)
-                free = [c for c in runnable if not c.spec.needs_labels]
-                label_free_choice = select(free, X_train, np.r_[ys, np.full(n_pool, -1)], sd, n_classes,
-                                           **sel_kw) if free else None
             choice = select(runnable, X_train, y_train, sd, n_classes, label_free=label_free_choice, **sel_kw)
-            if n_t == 0:
-                label_free_choice = choice
+        # the selection with every label hidden (the bar at n_t > 0) is the same for all budgets:
+        # n_t = 0's own choice, or the one select() made for the first labelled budget
+        label_free_choice = choice if n_t == 0 else (choice.label_free or label_free_choice)
         chosen = next(c for c in runnable if c.name == choice.chosen)
         proba = test_proba[chosen.name]
         p_eval = proba[eval_mask]
