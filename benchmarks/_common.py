@@ -65,12 +65,25 @@ PHASES = ("ours", "selection", "skada", "extra")
 PHASE_SIDES = {"ours": {"ours", "reference"}, "selection": {"selected"}, "skada": {"skada"}, "extra": {"extra"}}
 
 
+def pair_key(sources, target) -> str:
+    """The label of a (sources → target) pair, e.g. ``Midwest→South``; a benchmark unit is a
+    (pair, seed)."""
+    return f"{'+'.join(sources)}→{target}"
+
+
+def make_pairs(sources_by_target: dict[str, list[str]] | None = None,
+               ordered: list[tuple[list[str], str]] | None = None) -> dict[str, tuple[list[str], str]]:
+    """``{pair_key: (sources, target)}`` from ``{target: sources}`` and/or a list of pairs."""
+    items = [(list(v), t) for t, v in (sources_by_target or {}).items()] + [(list(s), t) for s, t in ordered or []]
+    return {pair_key(s, t): (s, t) for s, t in items}
+
+
 @dataclass
 class BenchConfig:
     name: str
     title: str
     protocol: str
-    sources_by_target: dict[str, list[str]]  # target -> its source domains (a "pair" per key)
+    pairs: dict[str, tuple[list[str], str]]  # pair_key -> (its source domains, its target)
     budgets_by_target: dict[str, list[int]]
     seeds: list[int]
     methods: list[str]
@@ -86,8 +99,8 @@ class BenchConfig:
     # which parts of a unit run (a re-run of one phase can be merged into a committed result)
     phases: tuple[str, ...] = PHASES
 
-    def pair_label(self, target: str) -> str:
-        return f"{'+'.join(self.sources_by_target[target])}→{target}"
+    def budgets(self, pair: str) -> list[int]:
+        return self.budgets_by_target[self.pairs[pair][1]]
 
 
 def _higher(metric: str) -> bool:
@@ -246,13 +259,14 @@ def _score_record(ctx, name, side, family, n_t, proba, fit_s, **extra) -> dict:
     if ctx.n_classes == 2 and p.ndim == 2:
         p = p[:, 1]
     rec = dict(method=name, side=side, family=family, sources=list(ctx.sources), target=ctx.target,
+               pair=pair_key(ctx.sources, ctx.target),
                n_labeled=int(n_t), seed=int(ctx.seed), n_test=int(m.sum()), fit_seconds=float(fit_s))
     rec.update(score(ctx.yte[m], p, ctx.n_classes))
     rec.update(extra)
     return rec
 
 
-def run_bench_unit(cfg: BenchConfig, ds, target: str, seed: int,
+def run_bench_unit(cfg: BenchConfig, ds, pair: str, seed: int,
                    extras: Callable | None = None) -> dict:
     from threadpoolctl import threadpool_limits
 
@@ -264,24 +278,25 @@ def run_bench_unit(cfg: BenchConfig, ds, target: str, seed: int,
         except Exception:  # pragma: no cover
             pass
         try:
-            return dict(_run_bench_unit(cfg, ds, target, seed, extras), target=target, seed=seed)
+            return dict(_run_bench_unit(cfg, ds, pair, seed, extras), pair=pair, seed=seed)
         except Exception as exc:  # keep the rest of the run; the unit is reported as skipped
             import traceback
 
-            return dict(records=[], selections=[], seconds=0.0, phases={}, target=target, seed=seed,
-                        skipped=[dict(target=target, seed=seed, n_labeled=None, method="(unit)",
+            target = cfg.pairs[pair][1]
+            return dict(records=[], selections=[], seconds=0.0, phases={}, pair=pair, seed=seed,
+                        skipped=[dict(pair=pair, target=target, seed=seed, n_labeled=None, method="(unit)",
                                       reason=f"unit failed: {type(exc).__name__}: {str(exc)[:300]}",
                                       traceback=traceback.format_exc()[-2000:])])
 
 
-def _run_bench_unit(cfg, ds, target, seed, extras):
+def _run_bench_unit(cfg, ds, pair, seed, extras):
     from healthtransfer.data.splits import label_budget
     from healthtransfer.methods import get_method
     from healthtransfer.study.config import SelectionSection
     from healthtransfer.study.run import run_unit
 
-    sources = cfg.sources_by_target[target]
-    budgets = cfg.budgets_by_target[target]
+    sources, target = cfg.pairs[pair]
+    budgets = cfg.budgets(pair)
     t_unit = time.perf_counter()
     phases = {}
     records: list[dict] = []
@@ -296,8 +311,9 @@ def _run_bench_unit(cfg, ds, target, seed, extras):
     for r in recs:
         r = _clean(r)
         r["side"] = "reference" if str(r["method"]).startswith("reference:") else "ours"
+        r["pair"] = pair
         records.append(r)
-    skipped += [_clean(s) for s in sk]
+    skipped += [dict(_clean(s), pair=pair) for s in sk]
     phases["ours"] = round(time.perf_counter() - t_unit)
     # 2. selection, exactly as a study runs it, over the candidate pool
     selections = []
@@ -316,11 +332,13 @@ def _run_bench_unit(cfg, ds, target, seed, extras):
             if r["method"] == "selected":
                 r = _clean(r)
                 r["side"] = "selected"
+                r["pair"] = pair
                 r["fit_seconds"] = sel_s / n_b  # candidates' fits + CV, per budget
                 records.append(r)
         for s in sels:
-            selections.append({k: s[k] for k in ("target", "seed", "n_labeled", "chosen", "criterion", "reason", "anchor",
-                                                 "best_candidate", "best_baseline", "calibration")})
+            selections.append({"pair": pair, **{k: s[k] for k in (
+                "target", "seed", "n_labeled", "chosen", "criterion", "reason", "anchor", "best_candidate",
+                "best_baseline", "calibration")}})
     # 3. skada, on the same matrices (fitted once: skada masks target labels)
     ctx = unit_context(ds, sources, target, seed, cfg.test_fraction)
     if len(np.unique(ctx.yte)) < 2:
@@ -332,7 +350,8 @@ def _run_bench_unit(cfg, ds, target, seed, extras):
     phases["skada"] = round(time.perf_counter() - t0)
     for name, proba, fit_s, err in sk_out:
         if proba is None:
-            skipped.append(dict(target=target, seed=seed, n_labeled=None, method=f"skada:{name}", reason=err))
+            skipped.append(dict(pair=pair, target=target, seed=seed, n_labeled=None, method=f"skada:{name}",
+                                reason=err))
             continue
         for n_t in done_budgets:
             records.append(_score_record(ctx, f"skada:{name}", "skada", "skada", n_t, proba, fit_s,
@@ -356,23 +375,36 @@ def _feasible_budgets(ctx, budgets) -> list[int]:
 # driver
 # --------------------------------------------------------------------------------------------
 
+def _record_pair(r: dict, by_target: dict[str, str]) -> str:
+    """A record's pair; results written before pairs were keys carry only sources + target
+    (one source set per target then), and their skips / selections only the target."""
+    if r.get("pair"):
+        return r["pair"]
+    if r.get("sources"):
+        return pair_key(r["sources"], r["target"])
+    return by_target.get(r["target"], r["target"])
+
+
 def _previous_results(path: Path) -> list[dict]:
     """A committed run split back into per-unit results (records, skipped, selections)."""
     if not path.exists():
         return []
     old = json.loads(path.read_text())
     units: dict[tuple, dict] = {}
+    by_target = {r["target"]: _record_pair(r, {}) for r in old["records"]}
 
-    def unit(t, s):
-        return units.setdefault((t, int(s)), dict(records=[], skipped=[], selections=[], seconds=0.0, phases={},
-                                                   target=t, seed=int(s)))
+    def unit(r):
+        p = _record_pair(r, by_target)
+        r["pair"] = p
+        return units.setdefault((p, int(r["seed"])), dict(records=[], skipped=[], selections=[], seconds=0.0,
+                                                          phases={}, pair=p, seed=int(r["seed"])))
     for r in old["records"]:
-        unit(r["target"], r["seed"])["records"].append(r)
+        unit(r)["records"].append(r)
     for s in old.get("skipped", []):
         if s.get("seed") is not None:
-            unit(s["target"], s["seed"])["skipped"].append(s)
+            unit(s)["skipped"].append(s)
     for s in old.get("selections", []):
-        unit(s["target"], s["seed"])["selections"].append(s)
+        unit(s)["selections"].append(s)
     return list(units.values())
 
 
@@ -386,12 +418,12 @@ def _merge_unit(old: dict | None, new: dict, phases) -> dict:
     skipped = [s for s in old["skipped"] if s.get("method") not in rerun_methods] + new["skipped"]
     selections = new["selections"] if "selection" in phases else old["selections"]
     return dict(records=keep + new["records"], skipped=skipped, selections=selections,
-                seconds=new["seconds"], phases=new.get("phases", {}), target=new["target"], seed=new["seed"])
+                seconds=new["seconds"], phases=new.get("phases", {}), pair=new["pair"], seed=new["seed"])
 
 def run_benchmark(cfg: BenchConfig, ds, extras: Callable | None = None, out_dir: Path = RESULTS,
                   progress: bool = True, extra_md: Callable | None = None, merge: bool = False,
                   resume: bool = False) -> dict:
-    """Run every (target, seed) unit and write ``NAME.json`` and ``NAME.md``.
+    """Run every (pair, seed) unit and write ``NAME.json`` and ``NAME.md``.
 
     ``resume``: units already in the committed ``NAME.json`` are kept and not re-run.
     ``merge``: the phases in ``cfg.phases`` are re-run for every unit and laid over the committed
@@ -402,10 +434,10 @@ def run_benchmark(cfg: BenchConfig, ds, extras: Callable | None = None, out_dir:
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    previous = {(u["target"], u["seed"]): u for u in _previous_results(out_dir / f"{cfg.name}.json")} \
+    previous = {(u["pair"], u["seed"]): u for u in _previous_results(out_dir / f"{cfg.name}.json")} \
         if (merge or resume) else {}
-    # seed-major, so a run stopped early still covers every target with its first seeds
-    units = [(t, s) for s in cfg.seeds for t in cfg.sources_by_target]
+    # seed-major, so a run stopped early still covers every pair with its first seeds
+    units = [(p, s) for s in cfg.seeds for p in cfg.pairs]
     results = []
     if resume:
         results = [previous[u] for u in units if u in previous]
@@ -414,7 +446,7 @@ def run_benchmark(cfg: BenchConfig, ds, extras: Callable | None = None, out_dir:
     partial = out_dir / f"{cfg.name}.partial.json"
     for i, res in enumerate(Parallel(n_jobs=cfg.n_jobs, return_as="generator_unordered")(jobs), 1):
         if merge:
-            res = _merge_unit(previous.get((res["target"], res["seed"])), res, cfg.phases)
+            res = _merge_unit(previous.get((res["pair"], res["seed"])), res, cfg.phases)
         results.append(res)
         if progress:
             print(f"[{cfg.name}] unit {i}/{len(units)} done in {res['seconds']:.0f}s {res.get('phases')} "
@@ -422,7 +454,7 @@ def run_benchmark(cfg: BenchConfig, ds, extras: Callable | None = None, out_dir:
             partial.write_text(json.dumps(_jsonable(dict(results=results, config=_config(cfg),
                                                          elapsed=time.perf_counter() - t0)), allow_nan=True))
     if merge:  # units of the committed run that this pass did not touch stay as they were
-        done = {(r["target"], r["seed"]) for r in results}
+        done = {(r["pair"], r["seed"]) for r in results}
         results += [u for k, u in previous.items() if k not in done]
         cfg.seeds = sorted({int(u["seed"]) for u in results})
     if partial.exists():
@@ -439,7 +471,7 @@ def run_benchmark(cfg: BenchConfig, ds, extras: Callable | None = None, out_dir:
 
 
 def _config(cfg: BenchConfig) -> dict:
-    return dict(pairs={t: cfg.sources_by_target[t] for t in cfg.sources_by_target},
+    return dict(pairs={k: {"sources": s, "target": t} for k, (s, t) in cfg.pairs.items()},
                 budgets=cfg.budgets_by_target, seeds=list(cfg.seeds), methods=cfg.methods,
                 skada=[f"skada:{n}" for n in cfg.skada], selection=cfg.selection,
                 selection_pool=cfg.selection_pool if cfg.selection else [], n_jobs=cfg.n_jobs,
@@ -448,7 +480,7 @@ def _config(cfg: BenchConfig) -> dict:
 
 def _assemble(cfg: BenchConfig, results: list[dict], seconds: float) -> dict:
     records = [r for res in results for r in res["records"]]
-    records.sort(key=lambda r: (r["target"], r["seed"], r["n_labeled"], r["method"]))
+    records.sort(key=lambda r: (r.get("pair", ""), r["target"], r["seed"], r["n_labeled"], r["method"]))
     out = dict(
         benchmark=cfg.name, title=cfg.title, protocol=cfg.protocol,
         config=_config(cfg),
@@ -500,21 +532,26 @@ def _frame(out) -> pd.DataFrame:
     df = pd.DataFrame.from_records(out["records"])
     if "side" not in df:
         df["side"] = "ours"
+    if not df.empty:
+        by_target: dict[str, str] = {}
+        df["pair"] = [_record_pair(r, by_target) for r in df[[c for c in ("pair", "sources", "target")
+                                                              if c in df]].to_dict("records")]
     return df
 
 
 def per_target(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    g = df.groupby(["method", "target", "n_labeled"])[metric]
+    """Mean, std and count of ``metric`` per (method, pair, n_t); ``target`` is kept beside the pair."""
+    g = df.groupby(["method", "pair", "target", "n_labeled"])[metric]
     return g.agg(["mean", "std", "count"]).reset_index()
 
 
 def paired_delta(df: pd.DataFrame, metric: str, ref: str) -> pd.DataFrame:
-    """Mean paired Δ (method − ref) per (method, n_t) over (target, seed), and win rate."""
-    base = df[df.method == ref][["target", "seed", "n_labeled", metric]].rename(columns={metric: "_ref"})
+    """Mean paired Δ (method − ref) per (method, n_t) over (pair, seed), and win rate."""
+    base = df[df.method == ref][["pair", "seed", "n_labeled", metric]].rename(columns={metric: "_ref"})
     # source-only baselines do not depend on n_t: pair each budget with the n_t = 0 fit if needed
     if base.empty:
         return pd.DataFrame(columns=["method", "n_labeled", "delta", "win", "pairs"])
-    m = df.merge(base, on=["target", "seed", "n_labeled"], how="inner")
+    m = df.merge(base, on=["pair", "seed", "n_labeled"], how="inner")
     m["_d"] = m[metric] - m["_ref"]
     m = m[np.isfinite(m["_d"])]
     sign = 1 if _higher(metric) else -1
@@ -534,7 +571,7 @@ def summarise(out: dict, cfg: BenchConfig) -> dict:
     side = df.groupby("method")["side"].first().to_dict()
     family = df.groupby("method")["family"].first().to_dict()
     headline = []
-    for (t, n_t), grp in pt.groupby(["target", "n_labeled"]):
+    for (pk, t, n_t), grp in pt.groupby(["pair", "target", "n_labeled"]):
         grp = grp.set_index("method")
 
         def best(names):
@@ -550,7 +587,7 @@ def summarise(out: dict, cfg: BenchConfig) -> dict:
         sk = [m for m in grp.index if side.get(m) == "skada" and m != "skada:SourceOnly"]
         base = [m for m in grp.index if m in BASELINES]
         pool = [m for m in grp.index if m in cfg.selection_pool]
-        row = dict(target=t, n_labeled=int(n_t))
+        row = dict(pair=pk, target=t, n_labeled=int(n_t))
         for key, names in (("best_ours", ours_tr), ("best_ours_any", ours_all), ("best_skada", sk),
                            ("best_baseline", base), ("oracle", pool)):
             name, val = best(names)
@@ -597,29 +634,29 @@ def markdown(out: dict, cfg: BenchConfig) -> str:
     lines += [f"Protocol: {cfg.protocol}. Generated by `python benchmarks/{cfg.name}.py` "
               f"in {out['seconds'] / 60:.1f} min ({len(out['unit_seconds'])} units, n_jobs={cfg.n_jobs}).", ""]
     seeds = out["config"]["seeds"]
-    lines += [f"- Pairs: {', '.join(cfg.pair_label(t) for t in cfg.sources_by_target)}; "
-              f"seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}); budgets "
-              + "; ".join(f"{t}: {cfg.budgets_by_target[t]}" for t in cfg.sources_by_target) + "."]
+    lines += [f"- Pairs ({len(cfg.pairs)}): {', '.join(cfg.pairs)}; "
+              f"seeds {seeds[0]}..{seeds[-1]} ({len(seeds)}); budgets per target "
+              + "; ".join(f"{t}: {b}" for t, b in cfg.budgets_by_target.items()) + "."]
     lines += [f"- Headline metric: **{h}**" + (f"; also {', '.join(cfg.secondary)}" if cfg.secondary else "")
-              + ". Mean ± std over seeds; paired comparisons use the same (target, seed, test rows)."]
+              + ". Mean ± std over seeds; paired comparisons use the same (pair, seed, test rows)."]
     lines += ["- † skada pipelines (`make_da_pipeline(adapter, LogisticRegression)`) mask target labels: "
               "they use the unlabelled pool only, so their numbers do not change with n_t (one fit per "
-              "(target, seed), scored on the same test rows at every budget)."]
+              "(pair, seed), scored on the same test rows at every budget)."]
     for n in cfg.notes:
         lines.append(f"- {n}")
     lines.append("")
     if df.empty:
         return "\n".join(lines + ["No records."])
     order = _order(df, cfg)
-    targets = list(cfg.sources_by_target)
+    pairs = list(cfg.pairs)
     summ = out.get("summary", {}).get("headline", [])
 
     # --- headline
-    lines += ["## Headline", "", f"Per target and budget: mean {h} of the best of each group (best by mean "
+    lines += ["## Headline", "", f"Per pair and budget: mean {h} of the best of each group (best by mean "
               "over seeds, so each 'best' is optimistic: it is picked with the test labels). "
               "`selected` is the product's selection (no test labels); `oracle` is the best member of the "
               "selection pool by mean test " + h + " (reference only).", ""]
-    lines += ["| target | n_t | seeds | best ours (transfer) | best skada | best baseline | selected | oracle | "
+    lines += ["| pair | n_t | seeds | best ours (transfer) | best skada | best baseline | selected | oracle | "
               "ours − skada | ours − baseline |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in summ:
         bo, bs, bb = r.get(f"best_ours_{h}"), r.get(f"best_skada_{h}"), r.get(f"best_baseline_{h}")
@@ -628,7 +665,7 @@ def markdown(out: dict, cfg: BenchConfig) -> str:
             return f"{a - b:+.3f}" if a is not None and b is not None and math.isfinite(a) and math.isfinite(b) else "—"
 
         lines.append(
-            f"| {r['target']} | {r['n_labeled']} | {r['seeds']} | {r.get('best_ours') or '—'} {_fmt(bo)} | "
+            f"| {r.get('pair', r['target'])} | {r['n_labeled']} | {r['seeds']} | {r.get('best_ours') or '—'} {_fmt(bo)} | "
             f"{r.get('best_skada') or '—'} {_fmt(bs)} | {r.get('best_baseline') or '—'} {_fmt(bb)} | "
             f"{_fmt(r.get(f'selected_{h}'))} | {r.get('oracle') or '—'} {_fmt(r.get(f'oracle_{h}'))} | "
             f"{d(bo, bs)} | {d(bo, bb)} |")
@@ -641,16 +678,15 @@ def markdown(out: dict, cfg: BenchConfig) -> str:
     pt = per_target(df, h)
     fit_med = df.groupby("method")["fit_seconds"].median()
     lines += ["## Pair-averaged " + h, "",
-              f"Mean over targets of the per-target mean {h} (a method missing on a target is averaged over the "
-              "targets it ran on; count in brackets when fewer). Δ = mean paired difference vs the source-only "
-              "model on the same (target, seed); win = share of (target, seed) where the method is better. "
+              f"Mean over pairs of the per-pair mean {h} (a method missing on a pair is averaged over the "
+              "pairs it ran on; count in brackets when fewer). Δ = mean paired difference vs the source-only "
+              "model on the same (pair, seed); win = share of (pair, seed) where the method is better. "
               "Fit time: median seconds per fit (selected: its whole run per budget, incl. CV).", ""]
     head = "| method | " + " | ".join(f"n_t={b}" for b in budgets)
     for ref in refs:
         head += " | " + " | ".join(f"Δ {ref} (win) n_t={b}" for b in budgets)
     head += " | fit s |"
     lines += [head, "|" + "---|" * (1 + len(budgets) * (1 + len(refs)) + 1)]
-    n_targets = len(targets)
     for m in order:
         cells = []
         for b in budgets:
@@ -659,7 +695,7 @@ def markdown(out: dict, cfg: BenchConfig) -> str:
                 cells.append("—")
                 continue
             v = g["mean"].mean()
-            cells.append(_fmt(v) + (f" [{len(g)}]" if len(g) < sum(b in cfg.budgets_by_target[t] for t in targets) else ""))
+            cells.append(_fmt(v) + (f" [{len(g)}]" if len(g) < sum(b in cfg.budgets(p) for p in pairs) else ""))
         for ref in refs:
             dd = deltas[ref]
             for b in budgets:
@@ -670,57 +706,60 @@ def markdown(out: dict, cfg: BenchConfig) -> str:
                     cells.append(f"{g['delta'].iloc[0]:+.3f} ({g['win'].iloc[0]:.0%})")
         lines.append(f"| {_display(m, {})} | " + " | ".join(cells) + f" | {fit_med.get(m, float('nan')):.2f} |")
     lines.append("")
-    _ = n_targets
 
-    # --- per target tables, headline + secondary
+    # --- per pair tables, headline + secondary
     for metric in (h, *cfg.secondary):
         if metric not in df:
             continue
         pt_m = per_target(df, metric)
-        lines += [f"## Per target: {metric} (mean ± std over seeds)", ""]
-        cols = [(t, b) for t in targets for b in cfg.budgets_by_target[t]]
-        lines += ["| method | " + " | ".join(f"{t} n_t={b}" for t, b in cols) + " |", "|" + "---|" * (1 + len(cols))]
+        lines += [f"## Per pair: {metric} (mean ± std over seeds)", ""]
+        cols = [(p, b) for p in pairs for b in cfg.budgets(p)]
+        lines += ["| method | " + " | ".join(f"{p} n_t={b}" for p, b in cols) + " |", "|" + "---|" * (1 + len(cols))]
         for m in order:
             cells = []
             for t, b in cols:
-                g = pt_m[(pt_m.method == m) & (pt_m.target == t) & (pt_m.n_labeled == b)]
+                g = pt_m[(pt_m.method == m) & (pt_m.pair == t) & (pt_m.n_labeled == b)]
                 cells.append("—" if g.empty else _fmt(g["mean"].iloc[0], g["std"].iloc[0]))
             lines.append(f"| {_display(m, {})} | " + " | ".join(cells) + " |")
         lines.append("")
 
     # --- seeds kept, skips, selection choices
     lines += ["## Seeds kept and skips", ""]
-    kept = df[df.method == (refs[0] if refs else order[0])].groupby(["target", "n_labeled"])["seed"].nunique()
-    lines += ["| target | " + " | ".join(f"n_t={b}" for b in budgets) + " |", "|" + "---|" * (1 + len(budgets))]
-    for t in targets:
-        lines.append(f"| {t} | " + " | ".join(str(int(kept.get((t, b), 0))) if b in cfg.budgets_by_target[t] else "—"
+    kept = df[df.method == (refs[0] if refs else order[0])].groupby(["pair", "n_labeled"])["seed"].nunique()
+    lines += ["| pair | " + " | ".join(f"n_t={b}" for b in budgets) + " |", "|" + "---|" * (1 + len(budgets))]
+    for t in pairs:
+        lines.append(f"| {t} | " + " | ".join(str(int(kept.get((t, b), 0))) if b in cfg.budgets(t) else "—"
                                               for b in budgets) + " |")
     lines.append("")
     sk = pd.DataFrame.from_records(out["skipped"]) if out["skipped"] else pd.DataFrame()
     if not sk.empty:
         sk["method"] = sk.get("method", pd.Series([None] * len(sk))).fillna("(unit)")
         sk["reason"] = sk["reason"].astype(str).str.slice(0, 90)
-        agg = sk.groupby(["method", "target", "reason"], dropna=False).size().reset_index(name="count")
-        lines += ["Skipped fits (method, target, reason, count over seeds × budgets):", ""]
-        lines += ["| method | target | reason | count |", "|---|---|---|---|"]
+        by_target = dict(zip(df["target"], df["pair"]))
+        sk["pair"] = [_record_pair(r, by_target) for r in sk.to_dict("records")]
+        agg = sk.groupby(["method", "pair", "reason"], dropna=False).size().reset_index(name="count")
+        lines += ["Skipped fits (method, pair, reason, count over seeds × budgets):", ""]
+        lines += ["| method | pair | reason | count |", "|---|---|---|---|"]
         for _, r in agg.iterrows():
-            lines.append(f"| {r['method']} | {r['target']} | {r['reason']} | {r['count']} |")
+            lines.append(f"| {r['method']} | {r['pair']} | {r['reason']} | {r['count']} |")
         lines.append("")
     if out["selections"]:
         sel = pd.DataFrame.from_records(out["selections"])
-        lines += ["## What selection chose", "", "Chosen candidate counts over seeds, per target and budget "
+        by_target = dict(zip(df["target"], df["pair"]))
+        sel["pair"] = [_record_pair(r, by_target) for r in sel.to_dict("records")]
+        lines += ["## What selection chose", "", "Chosen candidate counts over seeds, per pair and budget "
                   "(criterion: target_cv when n_t > 0, iwcv+dev at n_t = 0).", ""]
-        lines += ["| target | n_t | chosen (count) |", "|---|---|---|"]
-        for (t, b), g in sel.groupby(["target", "n_labeled"]):
+        lines += ["| pair | n_t | chosen (count) |", "|---|---|---|"]
+        for (t, b), g in sel.groupby(["pair", "n_labeled"]):
             vc = g["chosen"].value_counts()
             lines.append(f"| {t} | {b} | " + ", ".join(f"{k} ({v})" for k, v in vc.items()) + " |")
         lines.append("")
     if "skada:SourceOnly" in set(df.method) and "source_lr" in set(df.method):
-        a = df[df.method == "skada:SourceOnly"].set_index(["target", "seed", "n_labeled"])[h]
-        b = df[df.method == "source_lr"].set_index(["target", "seed", "n_labeled"])[h]
+        a = df[df.method == "skada:SourceOnly"].set_index(["pair", "seed", "n_labeled"])[h]
+        b = df[df.method == "source_lr"].set_index(["pair", "seed", "n_labeled"])[h]
         j = (a - b).dropna().abs()
         lines += [f"Parity check: `skada:SourceOnly` vs our `source_lr` on the same matrices: max |Δ {h}| = "
-                  f"{j.max():.4f} over {len(j)} (target, seed, n_t).", ""]
+                  f"{j.max():.4f} over {len(j)} (pair, seed, n_t).", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -732,7 +771,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 1 target, cheap methods")
     p.add_argument("--seeds", type=int, default=None, help="number of seeds (0..n-1)")
-    p.add_argument("--targets", nargs="*", default=None)
+    p.add_argument("--targets", nargs="*", default=None, help="only the pairs into these targets")
+    p.add_argument("--sources", nargs="*", default=None, help="only the pairs from these sources")
     p.add_argument("--methods", nargs="*", default=None, help="our methods (default: the benchmark's list)")
     p.add_argument("--skada", nargs="*", default=None, help="skada methods (default: the benchmark's list)")
     p.add_argument("--budgets", nargs="*", type=int, default=None)
@@ -763,10 +803,10 @@ def run_or_report(cfg: BenchConfig, args, load: Callable, out_dir: Path, extras:
         done = {}
         for res in results:
             for r in res["records"]:
-                done.setdefault(r["target"], set()).add(r["seed"])
+                done.setdefault(_record_pair(r, {}), set()).add(r["seed"])
         cfg.seeds = sorted({s for v in done.values() for s in v})
-        cfg.notes = [f"Run stopped at the time limit after {len(results)} (target, seed) units "
-                     f"({p.get('elapsed', float('nan')) / 60:.0f} min): seeds completed per target: "
+        cfg.notes = [f"Run stopped at the time limit after {len(results)} (pair, seed) units "
+                     f"({p.get('elapsed', float('nan')) / 60:.0f} min): seeds completed per pair: "
                      + "; ".join(f"{t}: {sorted(v)}" for t, v in sorted(done.items())) + "."] + cfg.notes
         out = _assemble(cfg, results, float(p.get("elapsed", float("nan"))))
         out["config"]["seeds_planned"] = p["config"]["seeds"]
@@ -789,8 +829,8 @@ def run_or_report(cfg: BenchConfig, args, load: Callable, out_dir: Path, extras:
 def apply_cli(cfg: BenchConfig, args, quick_methods: list[str], quick_skada: list[str]) -> tuple[BenchConfig, Path]:
     if args.quick:
         cfg.seeds = list(range(2))
-        first = next(iter(cfg.sources_by_target))
-        cfg.sources_by_target = {first: cfg.sources_by_target[first]}
+        first = next(iter(cfg.pairs))
+        cfg.pairs = {first: cfg.pairs[first]}
         cfg.methods = list(quick_methods)
         cfg.skada = list(quick_skada)
         cfg.selection_pool = [m for m in cfg.selection_pool if m in quick_methods] or list(quick_methods)
@@ -798,7 +838,12 @@ def apply_cli(cfg: BenchConfig, args, quick_methods: list[str], quick_skada: lis
     if args.seeds is not None:
         cfg.seeds = list(range(args.seeds))
     if args.targets:
-        cfg.sources_by_target = {t: cfg.sources_by_target[t] for t in args.targets}
+        cfg.pairs = {k: (s, t) for k, (s, t) in cfg.pairs.items() if t in args.targets}
+    if args.sources:
+        cfg.pairs = {k: (s, t) for k, (s, t) in cfg.pairs.items() if set(s) <= set(args.sources)}
+    if not cfg.pairs:
+        raise SystemExit("no pair left after --targets/--sources; see the benchmark's pairs in its docstring")
+    targets = {t for _, t in cfg.pairs.values()}
     if args.methods is not None:
         cfg.methods = list(args.methods)
         if args.quick:
@@ -807,8 +852,8 @@ def apply_cli(cfg: BenchConfig, args, quick_methods: list[str], quick_skada: lis
         cfg.skada = list(args.skada)
     if args.budgets:
         cfg.budgets_by_target = {t: [b for b in args.budgets if b in cfg.budgets_by_target[t]] or list(args.budgets)
-                                 for t in cfg.sources_by_target}
-    cfg.budgets_by_target = {t: cfg.budgets_by_target[t] for t in cfg.sources_by_target}
+                                 for t in targets}
+    cfg.budgets_by_target = {t: cfg.budgets_by_target[t] for t in cfg.budgets_by_target if t in targets}
     if args.no_selection:
         cfg.selection = False
     if args.phases:

@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    BASELINES, SKADA_DEFAULT, BenchConfig, _fmt, apply_cli, base_parser, per_target, run_or_report,
+    BASELINES, SKADA_DEFAULT, BenchConfig, _fmt, make_pairs, apply_cli, base_parser, per_target, run_or_report,
 )
 
 FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak"]
@@ -50,7 +50,7 @@ def config() -> BenchConfig:
         name="heart_shift",
         title="heart-shift v1: Cleveland → Hungarian / VA / Switzerland",
         protocol="/work/shared/benchmarks/heart-shift-v1.md (frozen)",
-        sources_by_target={t: ["cleveland"] for t in TARGETS},
+        pairs=make_pairs({t: ["cleveland"] for t in TARGETS}),
         budgets_by_target={t: [0, 10, 20, 40] for t in TARGETS},
         seeds=list(range(DEFAULT_SEEDS)),
         methods=methods,

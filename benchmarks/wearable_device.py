@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA_DIR, BenchConfig, _fmt, apply_cli, base_parser, per_target, run_or_report  # noqa: E402
+from _common import DATA_DIR, BenchConfig, _fmt, make_pairs, apply_cli, base_parser, per_target, run_or_report  # noqa: E402
 
 DEFAULT_SEEDS = 10
 METHODS = [
@@ -40,7 +40,7 @@ def config() -> BenchConfig:
         name="wearable_device",
         title="Wearable device shift: Apple Watch ↔ Fitbit, 6 activities",
         protocol="data README §4 (no frozen protocol); subject-grouped splits as in heart-shift/eicu-region",
-        sources_by_target={"fitbit": ["apple_watch"], "apple_watch": ["fitbit"]},
+        pairs=make_pairs({"fitbit": ["apple_watch"], "apple_watch": ["fitbit"]}),
         budgets_by_target={"fitbit": [0, 30, 120], "apple_watch": [0, 30, 120]},
         seeds=list(range(DEFAULT_SEEDS)),
         methods=list(METHODS),
