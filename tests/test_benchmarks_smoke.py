@@ -46,7 +46,7 @@ def test_quick_run_json_shape(tmp_path, name, methods, budgets, metric, needs_da
     recs = out["records"]
     assert recs, "no records"
     for r in recs:
-        for key in ("method", "side", "family", "target", "n_labeled", "seed", "n_test", "fit_seconds", metric):
+        for key in ("method", "side", "family", "pair", "target", "n_labeled", "seed", "n_test", "fit_seconds", metric):
             assert key in r, (key, r)
     sides = {r["side"] for r in recs}
     assert {"ours", "skada"} <= sides
@@ -88,3 +88,42 @@ def test_large_parquet_quick(tmp_path):
     assert 0.5 < steps[("full", "shift")]["domain_classifier"]["auroc"] <= 1
     md = (tmp_path / "out" / "large_parquet.md").read_text()
     assert "| report | full |" in md and "| shift | one file |" in md
+
+
+def test_eicu_runs_the_protocols_twelve_ordered_pairs():
+    mod = _load("eicu_region")
+    cfg = mod.config()
+    pairs = list(cfg.pairs.values())
+    assert len(pairs) == 12 and len({(tuple(s), t) for s, t in pairs}) == 12
+    assert all(t not in s for s, t in pairs)
+    assert cfg.budgets("Midwest→Northeast") == [0, 50] and cfg.budgets("Northeast→Midwest") == [0, 50, 200]
+    # --sources / --targets pick pairs; an empty pick is an error that says what to do
+    args = mod.base_parser("").parse_args(["--sources", "Midwest"])
+    cfg2, _ = mod.apply_cli(mod.config(), args, quick_methods=["source_lr"], quick_skada=["SourceOnly"])
+    assert sorted(cfg2.pairs) == ["Midwest→Northeast", "Midwest→South", "Midwest→West"]
+    args = mod.base_parser("").parse_args(["--sources", "Midwest", "--targets", "Midwest"])
+    with pytest.raises(SystemExit, match="no pair left"):
+        mod.apply_cli(mod.config(), args, quick_methods=["source_lr"], quick_skada=["SourceOnly"])
+
+
+def test_results_written_before_pairs_are_read_by_pair(tmp_path):
+    """A committed JSON from before units were pairs (records carry sources + target, skips and
+    selections only the target) splits back into (pair, seed) units for --resume / --merge."""
+    import sys
+
+    _load("heart_shift")  # puts benchmarks/ on the path; its _common is the one they share
+    common = sys.modules["_common"]
+    old = {"records": [dict(method="source_lr", side="ours", sources=["cleveland"], target="va", seed=0, n_labeled=0,
+                            auroc=0.7),
+                       dict(method="source_lr", side="ours", sources=["cleveland"], target="va", seed=1, n_labeled=0,
+                            auroc=0.8)],
+           "skipped": [dict(target="va", seed=1, n_labeled=0, method="x", reason="r")],
+           "selections": [dict(target="va", seed=0, n_labeled=0, chosen="source_lr")]}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    units = {(u["pair"], u["seed"]): u for u in common._previous_results(path)}
+    assert set(units) == {("cleveland→va", 0), ("cleveland→va", 1)}
+    assert len(units[("cleveland→va", 1)]["skipped"]) == 1
+    assert units[("cleveland→va", 0)]["selections"][0]["chosen"] == "source_lr"
+    df = common._frame(old)
+    assert set(df["pair"]) == {"cleveland→va"}
