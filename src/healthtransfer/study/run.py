@@ -432,7 +432,11 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
     if backend is None and (n_jobs == 1 or len(units) == 1):
         # in-process: the bar moves with every fit, not only with every (target, seed) unit,
         # which matters when one fit on 10^6 rows takes a minute
-        steps = len(units) * len(tr.labeled_target) * (len(names) + int(bool(study.selection.enabled)))
+        from ..selection import expand_candidates
+
+        # one step per candidate (a method's grid points count one each when selection grids)
+        n_cand = len(expand_candidates(names, grid=bool(study.selection.grid)))
+        steps = len(units) * len(tr.labeled_target) * (n_cand + int(bool(study.selection.enabled)))
         with _progress(progress, steps, f"{study.study.name}: {len(names)} methods") as advance:
             for t, s in units:
                 results.append(run_unit(ds, tr.sources, t, s, tr.labeled_target, names, tr.test_fraction,
