@@ -117,6 +117,26 @@ def test_too_few_labels_of_a_class_keep_the_label_free_choice():
     assert s2.chosen == s2.best_candidate
 
 
+def test_one_labelled_row_of_a_class_returns_the_label_free_selection_without_rescoring(monkeypatch):
+    """Target CV is impossible with a single labelled positive: the label-free selection is the
+    answer, and the candidates' source CV is not run a second time."""
+    from healthtransfer.selection import _select
+
+    d = make_shifted_domains("covariate", n_source=300, n_target=200, random_state=2)
+    tgt = np.flatnonzero(d.sample_domain < 0)
+    y = np.where(d.sample_domain < 0, -1, d.y)
+    pos, neg = tgt[d.y[tgt] == 1][:1], tgt[d.y[tgt] == 0][:9]
+    y[pos], y[neg] = 1, 0
+    cands = expand_candidates(["source_lr", "coral_lr", "target_lr"], grid=False)
+    calls = []
+    real = _select.source_cv_oof
+    monkeypatch.setattr(_select, "source_cv_oof", lambda *a, **k: calls.append(1) or real(*a, **k))
+    s = select(cands, d.X, y, d.sample_domain, 2, seed=0)
+    assert len(calls) == 2  # source_lr and coral_lr, once each (target_lr needs labels)
+    assert s.criterion == "iwcv+dev" and s.chosen == s.anchor == s.label_free.chosen
+    assert "too few for target CV" in s.reason
+
+
 def test_labelled_rows_must_beat_the_label_free_choice():
     """No shift: target-trained candidates cannot beat the label-free choice beyond noise."""
     rng = np.random.default_rng(5)

@@ -48,16 +48,23 @@ class OOF:
                    target_entropy=self.target_entropy, rows=None if self.rows is None else self.rows[keep])
 
 
+def target_cv_possible(y, sd, n_classes) -> bool:
+    """Whether the labelled target rows allow K-fold CV: two classes, two rows of each."""
+    counts = np.bincount(y[(sd < 0) & (y != -1)], minlength=n_classes)
+    present = counts[counts > 0]
+    return len(present) >= 2 and present.min() >= 2
+
+
 def target_cv_oof(factory, X, y, sd, n_classes, *, seed=0, n_splits=5, uses_target_labels=True,
                   n_repeats=1) -> OOF | None:
     """Repeated K-fold over the labelled target rows; each row's prediction is averaged over the
     repeats (fewer fold-assignment artefacts at n_t of 10-40). None if too few per class."""
+    if not target_cv_possible(y, sd, n_classes):
+        return None
     lab = np.flatnonzero((sd < 0) & (y != -1))
     yl = y[lab]
     counts = np.bincount(yl, minlength=n_classes)
     present = counts[counts > 0]
-    if len(present) < 2 or present.min() < 2:
-        return None
     k = int(min(n_splits, present.min()))
     proba = np.zeros((len(lab), n_classes))
     if not uses_target_labels:

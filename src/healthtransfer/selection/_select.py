@@ -24,14 +24,15 @@ so the label-free choice is kept and the record says so.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 import numpy as np
 
 from ..evaluation.metrics import _auroc_rows
 from ..methods import MethodSpec, get_method
-from ._criteria import OOF, dev_risk, entropy, importance_weights, source_cv_oof, target_cv_oof
+from ._criteria import (OOF, dev_risk, entropy, importance_weights, source_cv_oof, target_cv_oof,
+                        target_cv_possible)
 
 __all__ = ["Candidate", "Selection", "expand_candidates", "select"]
 
@@ -156,6 +157,12 @@ def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int =
                                 score_mask=score_mask) if free else None
         if n_repeats is None:
             n_repeats = int(np.clip(np.ceil(100 / n_lab), 1, 3))
+        if label_free is not None and not target_cv_possible(y, sd, n_classes):
+            # too few labels for any target CV: scoring the candidates would redo the
+            # label-free selection's source CV; its choice is the answer
+            return replace(label_free, anchor=label_free.chosen, label_free=label_free, reason=(
+                f"kept the label-free choice {label_free.chosen} ({label_free.criterion}): the labelled target "
+                f"rows hold fewer than 2 rows of a class, too few for target CV"))
     # the labelled rows target CV will be scored on (with a score_mask, only those rows count)
     scored = lab_mask if score_mask is None else lab_mask & np.asarray(score_mask, bool)
     counts = np.bincount(y[scored], minlength=n_classes) if n_lab else np.zeros(n_classes, int)
