@@ -121,6 +121,43 @@ def selection_section(out, df) -> str:
                      f"{s_ - o_:+.3f} | {s_ - b_:+.3f} ({win}) | {ec('selected') if b >= 20 else '(n_t < 20) ' + ec('selected')} | "
                      f"{floor} | {ec(base)} | {ec('source_lr')} |")
     lines.append("")
+    return "\n".join(lines) + "\n" + speed_section(df)
+
+
+# our method -> skada's counterpart (same idea, both ending in logistic regression)
+COUNTERPARTS = {"iw_domain_lr": "DiscriminatorReweight", "kmm_lr": "KMM", "kliep_lr": "KLIEP", "tca_lr": "TCA",
+                "ot_map_lr": "OTMapping", "coral_lr": "CORAL", "sa_lr": "SubspaceAlignment"}
+
+
+def speed_section(df) -> str:
+    """The speed goals: every non-deep method under 1 s per heart pair, deep ones under 20 s, and
+    none more than 2x slower than its skada counterpart (median fit seconds, same run)."""
+    from healthtransfer.methods import available_methods, get_method
+
+    med = df.groupby("method")["fit_seconds"].median()
+    mx = df.groupby("method")["fit_seconds"].max()
+    ours = [m for m in med.index if m in set(available_methods()) and m in set(df[df.side == "ours"].method)]
+    deep = [m for m in ours if get_method(m).deep]
+    flat = [m for m in ours if m not in deep]
+    lines = ["## Speed against the goals", "",
+             "Median fit seconds per (target, seed, n_t) in this run, single-threaded; max in brackets (a loaded "
+             "machine inflates single fits). Goals: non-deep < 1 s, deep < 20 s, ≤ 2x the skada counterpart.", ""]
+    slow = max(flat, key=lambda m: med[m]) if flat else None
+    slow_d = max(deep, key=lambda m: med[m]) if deep else None
+    for group, names, limit, worst in (("non-deep", flat, 1.0, slow), ("deep", deep, 20.0, slow_d)):
+        if not worst:
+            continue
+        over = [f"{m} {med[m]:.2f} s" for m in names if med[m] >= limit]
+        lines.append(f"- {group}: {len(names) - len(over)} of {len(names)} methods under {limit:g} s (median); "
+                     f"slowest {worst} {med[worst]:.3f} s [max {mx[worst]:.2f}]"
+                     + (f"; over the goal: {', '.join(over)}." if over else "."))
+    lines += ["", "| ours | median s | skada counterpart | median s | ours / skada | goal ≤ 2x |", "|---|---|---|---|---|---|"]
+    for m, k in COUNTERPARTS.items():
+        sk = f"skada:{k}"
+        if m in med.index and sk in med.index and med[sk] > 0:
+            r = med[m] / med[sk]
+            lines.append(f"| {m} | {med[m]:.3f} | {sk} | {med[sk]:.3f} | {r:.1f}x | {'met' if r <= 2 else 'NOT met'} |")
+    lines.append("")
     return "\n".join(lines)
 
 

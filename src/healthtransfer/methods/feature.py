@@ -40,7 +40,7 @@ from ._base import DomainSplit, TransferClassifier
 from ._spec import MethodSpec
 from ._skada import import_skada, skada_context, skada_domains
 from .baselines import make_base_estimator
-from .instance import _base, _combine, _proba_full
+from .instance import _base, _combine, _proba_full, fit_weighted
 
 __all__ = [
     "DomainStandardization",
@@ -98,7 +98,7 @@ class _FeatureBase(TransferClassifier):
         X = Zs if Ztl is None else np.vstack([Zs, Ztl])
         _, y, w = _combine(split, None, self.target_weight)
         self.n_features_out_ = X.shape[1]
-        self.estimator_ = self._make_estimator().fit(X, y, sample_weight=w)
+        self.estimator_ = fit_weighted(self._make_estimator(), X, y, w)
 
     def _make_estimator(self):
         return _base(self.estimator, self.random_state)
@@ -457,7 +457,7 @@ class OTMapping(_FeatureBase):
         X = Zs if Ztl is None else np.vstack([Zs, Ztl])
         _, y, w = _combine(split, None, self.target_weight)
         self.n_features_out_ = X.shape[1]
-        self.estimator_ = _base(self.estimator, self.random_state).fit(X, y, sample_weight=w)
+        self.estimator_ = fit_weighted(_base(self.estimator, self.random_state), X, y, w)
 
 
 # -- feature augmentation ----------------------------------------------------------------------

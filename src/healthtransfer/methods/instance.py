@@ -75,6 +75,17 @@ def _combine(split: DomainSplit, w_source, target_weight=1.0):
     return split.X_labelled, split.y_labelled, np.concatenate([ws, wt])
 
 
+def fit_weighted(est, X, y, w):
+    """``est.fit(X, y, sample_weight=w)``, leaving the weights out when they are all 1.
+
+    scikit-learn's histogram boosting bins with weighted percentiles whenever weights are
+    given: on continuous features (e.g. after CORAL) that took 1.4 s instead of 0.15 s on a
+    heart pair, for what is the unweighted model (as the baselines fit it)."""
+    if w is not None and np.all(np.asarray(w) == 1.0):
+        w = None
+    return est.fit(X, y, sample_weight=w)
+
+
 def _clip_normalise(w, clip_quantile=None, max_weight=None):
     """Clip importance weights at a quantile and an absolute cap, then scale to mean 1."""
     w = np.asarray(w, float)
@@ -122,7 +133,7 @@ class _ReweightBase(TransferClassifier):
         self.effective_sample_size_ = effective_sample_size(w)
         self.ess_fraction_ = self.effective_sample_size_ / max(len(w), 1)
         X, y, sw = _combine(split, w, self.target_weight)
-        self.estimator_ = _base(self.estimator, self.random_state).fit(X, y, sample_weight=sw)
+        self.estimator_ = fit_weighted(_base(self.estimator, self.random_state), X, y, sw)
 
     def _predict_proba(self, X, sample_domain):
         return _proba_full(self.estimator_, X, len(self.classes_))
@@ -551,7 +562,7 @@ class LabelShiftEM(TransferClassifier):
         nc = split.n_classes
         self.n_iter_ = 1  # EM iterations (1 when there is nothing to iterate on)
         X, y, w = _combine(split, None, 1.0)
-        self.estimator_ = _base(self.estimator, self.random_state).fit(X, y, sample_weight=w)
+        self.estimator_ = fit_weighted(_base(self.estimator, self.random_state), X, y, w)
         prior_s = np.bincount(y, weights=w, minlength=nc) / np.sum(w)
         self.source_prior_ = np.clip(prior_s, 1e-6, None) / np.clip(prior_s, 1e-6, None).sum()
         # the unlabelled target rows: Xt minus the labelled ones
