@@ -378,9 +378,9 @@ def _feasible_budgets(ctx, budgets) -> list[int]:
 def _record_pair(r: dict, by_target: dict[str, str]) -> str:
     """A record's pair; results written before pairs were keys carry only sources + target
     (one source set per target then), and their skips / selections only the target."""
-    if r.get("pair"):
+    if isinstance(r.get("pair"), str):
         return r["pair"]
-    if r.get("sources"):
+    if isinstance(r.get("sources"), (list, tuple)) and r["sources"]:
         return pair_key(r["sources"], r["target"])
     return by_target.get(r["target"], r["target"])
 
@@ -391,7 +391,9 @@ def _previous_results(path: Path) -> list[dict]:
         return []
     old = json.loads(path.read_text())
     units: dict[tuple, dict] = {}
-    by_target = {r["target"]: _record_pair(r, {}) for r in old["records"]}
+    # old files: config "pairs" was {target: sources}; newer: {pair: {"sources", "target"}}
+    by_target = {t: pair_key(v, t) for t, v in old.get("config", {}).get("pairs", {}).items() if isinstance(v, list)}
+    by_target.update({r["target"]: _record_pair(r, {}) for r in old["records"]})
 
     def unit(r):
         p = _record_pair(r, by_target)

@@ -93,6 +93,9 @@ def _clip_normalise(w, clip_quantile=None, max_weight=None):
     w = np.clip(w, 0.0, None)
     if clip_quantile is not None and len(w):
         w = np.minimum(w, np.quantile(w, clip_quantile))
+    if max_weight is not None and max_weight < 1:
+        raise ValueError(f"max_weight is a multiple of the mean weight and must be >= 1; got {max_weight}. "
+                         "Use None for no cap.")
     if max_weight is not None:
         # capping lowers the mean, and so the cap: repeat until the capped weights are within
         # max_weight times their own mean (converges geometrically)

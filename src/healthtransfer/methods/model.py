@@ -222,7 +222,7 @@ def newton_boost(X, y, F, n_classes, w, *, n_iter, learning_rate, max_depth, min
     gradient boosting). Returns one list of trees per round; :func:`boosted_raw` applies them."""
     K = n_classes
     Y = (y[:, None] == (np.arange(K) if K > 2 else np.array([1]))).astype(float)
-    rng = np.random.RandomState(random_state if isinstance(random_state, int) else 0)
+    rng = np.random.RandomState(random_state if isinstance(random_state, (int, np.integer)) else 0)
     rounds = []
     for _ in range(n_iter):
         P = _to_proba(F)[:, 1:] if K == 2 else _to_proba(F)
@@ -242,9 +242,10 @@ def newton_boost(X, y, F, n_classes, w, *, n_iter, learning_rate, max_depth, min
     return rounds
 
 
-def boosted_raw(rounds, X, learning_rate) -> np.ndarray:
-    """The summed raw-score correction of :func:`newton_boost`'s trees at ``X``."""
-    out = np.zeros((X.shape[0], len(rounds[0]) if rounds else 1))
+def boosted_raw(rounds, X, learning_rate, start=None) -> np.ndarray:
+    """``start`` (default zeros) plus the raw-score corrections of :func:`newton_boost`'s trees
+    at ``X``, added tree by tree in fitting order (so results do not depend on how it is called)."""
+    out = np.zeros((X.shape[0], len(rounds[0]) if rounds else 1)) if start is None else np.array(start, float)
     for round_trees in rounds:
         for k, t in enumerate(round_trees):
             out[:, k] += learning_rate * t.predict(X)
@@ -404,7 +405,7 @@ class ContinuedBoosting(TransferClassifier):
         F = self._raw_source(X)
         tgt = sample_domain < 0
         if self.target_trees_ and tgt.any():
-            F[tgt] += boosted_raw(self.target_trees_, X[tgt], self.target_learning_rate)
+            F[tgt] = boosted_raw(self.target_trees_, X[tgt], self.target_learning_rate, start=F[tgt])
         return _to_proba(F)
 
 
