@@ -201,3 +201,21 @@ def test_reference_score_is_a_label_free_candidate_and_can_set_the_bar():
     y[600:680] = y_true[600:680]
     s1 = select(cands, X, y, sd, 2, extra_columns=lambda c: ref, score_mask=~np.isnan(ref), label_free=s0)
     assert s1.anchor == "reference_recalibration" and s1.chosen == "reference_recalibration", s1.reason
+
+
+def test_a_baseline_must_clearly_beat_the_reference_score_to_replace_it():
+    """The recalibrated reference score is what the site already trusts: at n_t = 0 a plain
+    source model that ranks a little higher on IWCV (within noise) does not replace it."""
+    rng = np.random.default_rng(7)
+    n = 900
+    X = rng.normal(size=(n, 3))
+    z = 2.0 * X[:, 0] - 1.0
+    y_true = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    ref = z + rng.normal(scale=0.3, size=n)  # the score sees the same signal, a little noisier
+    sd = np.r_[np.ones(600, int), -np.ones(300, int)]
+    y = np.where(sd < 0, -1, y_true)
+    cands = expand_candidates(["source_lr", "reference_recalibration"], grid=False)
+    s = select(cands, X, y, sd, 2, extra_columns=lambda c: ref)
+    assert s.best_candidate == "source_lr"
+    assert s.best_baseline == "reference_recalibration"
+    assert s.chosen == "reference_recalibration", s.reason
