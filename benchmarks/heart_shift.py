@@ -73,7 +73,8 @@ def config() -> BenchConfig:
             "`skada` in an earlier session; seeds 8-19 with `--phases ours skada --resume` (17 min, n_jobs=2; "
             "a re-run of hungarian seed 0 reproduced the earlier records exactly); then `--phases selection "
             "--merge` for all 60 units after the selection change; then, after iw_domain_lr's calibration was "
-            "written out (cross-fitted Platt scaling, 3 folds) and the importance-weight cap made exact, "
+            "written out (scikit-learn's 5-fold sigmoid CalibratedClassifierCV, same weights to 1e-7, warm-started "
+            "folds) and the importance-weight cap made exact, "
             "`--phases ours skada --methods iw_domain_lr iw_domain_gbm kmm_lr kliep_lr --skada "
             "DiscriminatorReweight --merge` (so iw_domain_lr and skada's discriminator are timed side by side in "
             "one pass) and `--phases selection --merge` again (the time in the line above is that last pass).",

@@ -207,43 +207,45 @@ class DomainClassifierIW(_ReweightBase):
         Z = scaler.transform(Z)
         clf = LogisticRegression(C=self.C, max_iter=2000)
         n_min = min(len(Xs), len(Xt))
-        # Calibration: Platt scaling of cross-fitted decision values; the domain classifier
-        # is the average of the fold models (one linear model). This is scikit-learn's
-        # CalibratedClassifierCV idea written out: its per-fold bookkeeping cost 3x the fits
-        # themselves on heart-sized data (2.7x skada's uncalibrated discriminator).
-        self.platt_ = (1.0, 0.0)
+        # Calibration: scikit-learn's CalibratedClassifierCV(method="sigmoid", ensemble=True)
+        # written out: per fold, a logistic model and Platt scaling (with Platt's smoothed
+        # targets) of its held-out decision values; the probability is the folds' average. Same
+        # weights to 1e-7, without its bookkeeping, which cost 3x the fits on heart-sized data
+        # (2.7x skada's uncalibrated discriminator). A cheaper scheme (3 folds, one Platt map
+        # on pooled out-of-fold values) lost 0.016 pair-averaged AUROC on heart-shift.
+        # Each fold's fit starts from the previous fold's solution (warm start: same optimum,
+        # fewer iterations). Kept per fold: (coef, intercept, Platt a, Platt b).
+        self.folds_ = []
         if n_min >= 6:
-            oof = np.empty(len(Z))
-            coef, icpt = np.zeros(Z.shape[1]), 0.0
-            seed = self.random_state if isinstance(self.random_state, (int, np.integer)) else 0
-            folds = list(StratifiedKFold(3, shuffle=True, random_state=seed).split(Z, dom))
-            for tr, te in folds:
-                f = clone(clf).fit(Z[tr], dom[tr])
-                oof[te] = f.decision_function(Z[te])
-                coef, icpt = coef + f.coef_[0] / len(folds), icpt + f.intercept_[0] / len(folds)
-            self.platt_ = _platt(oof, dom)
-            clf.classes_, clf.coef_, clf.intercept_ = np.array([0, 1]), coef[None, :], np.array([icpt])
-            clf.n_features_in_ = Z.shape[1]
-            self.domain_classifier_ = clf
+            clf.set_params(warm_start=True)
+            for tr, te in StratifiedKFold(min(5, n_min // 2 + 1)).split(Z, dom):
+                clf.fit(Z[tr], dom[tr])
+                w, c = clf.coef_[0].copy(), float(clf.intercept_[0])
+                self.folds_.append((w, c, *_platt(Z[te] @ w + c, dom[te])))
         else:
-            self.domain_classifier_ = clf.fit(Z, dom)
+            clf.fit(Z, dom)
+            self.folds_.append((clf.coef_[0].copy(), float(clf.intercept_[0]), 1.0, 0.0))
         self.domain_scaler_ = scaler
-        a, b = self.platt_
-        z = a * self.domain_classifier_.decision_function(Z[: len(Xs)]) + b
-        pt = np.clip(1.0 / (1.0 + np.exp(-z)), 1e-6, 1 - 1e-6)
+        pt = np.zeros(len(Xs))
+        for w, c, a, b in self.folds_:
+            pt += 1.0 / (1.0 + np.exp(-(a * (Z[: len(Xs)] @ w + c) + b))) / len(self.folds_)
+        pt = np.clip(pt, 1e-6, 1 - 1e-6)
         return pt / (1 - pt) * len(Xs) / len(Xt)
 
 
-def _platt(z, y, n_iter=50, ridge=1e-2):
-    """Platt scaling: ``(a, b)`` maximising the likelihood of ``y`` under ``sigmoid(a*z + b)``
-    (Newton's method on the 2-parameter logistic regression)."""
+def _platt(z, y, n_iter=100):
+    """Platt scaling: ``(a, b)`` maximising the likelihood of Platt's smoothed targets
+    (``(n+ + 1) / (n+ + 2)`` for positives, ``1 / (n- + 2)`` for negatives, as scikit-learn's
+    sigmoid calibration) under ``sigmoid(a*z + b)``; Newton's method on two parameters."""
+    y = np.asarray(y)
+    n_pos = float(np.sum(y == 1))
+    T = np.where(y == 1, (n_pos + 1) / (n_pos + 2), 1 / (len(y) - n_pos + 2))
     X = np.column_stack([z, np.ones_like(z)])
     theta = np.zeros(2)
     for _ in range(n_iter):
         p = 1.0 / (1.0 + np.exp(-(X @ theta)))
-        g = X.T @ (p - y) + ridge * theta
-        H = (X * (p * (1 - p))[:, None]).T @ X + ridge * np.eye(2)
-        step = np.linalg.solve(H, g)
+        H = (X * (p * (1 - p))[:, None]).T @ X + 1e-9 * np.eye(2)
+        step = np.linalg.solve(H, X.T @ (p - T))
         theta -= step
         if np.abs(step).max() < 1e-10:
             break
