@@ -173,3 +173,23 @@ def test_importing_skada_methods_keeps_metadata_routing_off():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_domain_classifier_calibration_matches_scikit_learns_calibrated_cv():
+    """The written-out calibration is CalibratedClassifierCV(sigmoid, 5 folds) without its cost:
+    the same importance weights (to solver tolerance)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from healthtransfer.methods.instance import DomainClassifierIW, _clip_normalise
+
+    d = make_shifted_domains("covariate", n_source=300, n_target=150, random_state=4)
+    m = DomainClassifierIW(random_state=0).fit(d.X, d.masked_y(0), sample_domain=d.sample_domain)
+    Xs, Xt = d.X[d.sample_domain > 0], d.X[d.sample_domain < 0]
+    Z = StandardScaler().fit_transform(np.vstack([Xs, Xt]))
+    dom = np.r_[np.zeros(len(Xs), int), np.ones(len(Xt), int)]
+    cal = CalibratedClassifierCV(LogisticRegression(C=1.0, max_iter=2000), method="sigmoid", cv=5).fit(Z, dom)
+    pt = np.clip(cal.predict_proba(Z[: len(Xs)])[:, 1], 1e-6, 1 - 1e-6)
+    ref = _clip_normalise(pt / (1 - pt) * len(Xs) / len(Xt), m.clip_quantile, m.max_weight)
+    np.testing.assert_allclose(m.weights_, ref, rtol=2e-3)  # warm-started folds stop within lbfgs tol

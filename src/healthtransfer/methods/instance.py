@@ -209,8 +209,8 @@ class DomainClassifierIW(_ReweightBase):
         n_min = min(len(Xs), len(Xt))
         # Calibration: scikit-learn's CalibratedClassifierCV(method="sigmoid", ensemble=True)
         # written out: per fold, a logistic model and Platt scaling (with Platt's smoothed
-        # targets) of its held-out decision values; the probability is the folds' average. Same
-        # weights to 1e-7, without its bookkeeping, which cost 3x the fits on heart-sized data
+        # targets) of its held-out decision values; the probability is the folds' average. The
+        # same weights (within 0.2%: the solver's tolerance), without its bookkeeping, which cost 3x the fits on heart-sized data
         # (2.7x skada's uncalibrated discriminator). A cheaper scheme (3 folds, one Platt map
         # on pooled out-of-fold values) lost 0.016 pair-averaged AUROC on heart-shift.
         # Each fold's fit starts from the previous fold's solution (warm start: same optimum,
