@@ -726,6 +726,8 @@ def markdown(out: dict, cfg: BenchConfig) -> str:
         lines.append("")
 
     # --- seeds kept, skips, selection choices
+    # skips and selections of older results carry only the target: map it to its pair once
+    by_target = dict(zip(df["target"], df["pair"]))
     lines += ["## Seeds kept and skips", ""]
     kept = df[df.method == (refs[0] if refs else order[0])].groupby(["pair", "n_labeled"])["seed"].nunique()
     lines += ["| pair | " + " | ".join(f"n_t={b}" for b in budgets) + " |", "|" + "---|" * (1 + len(budgets))]
@@ -737,7 +739,6 @@ def markdown(out: dict, cfg: BenchConfig) -> str:
     if not sk.empty:
         sk["method"] = sk.get("method", pd.Series([None] * len(sk))).fillna("(unit)")
         sk["reason"] = sk["reason"].astype(str).str.slice(0, 90)
-        by_target = dict(zip(df["target"], df["pair"]))
         sk["pair"] = [_record_pair(r, by_target) for r in sk.to_dict("records")]
         agg = sk.groupby(["method", "pair", "reason"], dropna=False).size().reset_index(name="count")
         lines += ["Skipped fits (method, pair, reason, count over seeds × budgets):", ""]
@@ -747,7 +748,6 @@ def markdown(out: dict, cfg: BenchConfig) -> str:
         lines.append("")
     if out["selections"]:
         sel = pd.DataFrame.from_records(out["selections"])
-        by_target = dict(zip(df["target"], df["pair"]))
         sel["pair"] = [_record_pair(r, by_target) for r in sel.to_dict("records")]
         lines += ["## What selection chose", "", "Chosen candidate counts over seeds, per pair and budget "
                   "(criterion: target_cv when n_t > 0, iwcv+dev at n_t = 0).", ""]

@@ -228,14 +228,15 @@ def newton_boost(X, y, F, n_classes, w, *, n_iter, learning_rate, max_depth, min
         P = _to_proba(F)[:, 1:] if K == 2 else _to_proba(F)
         G = P - Y
         H = np.clip(P * (1 - P), 1e-3, None)
-        rows = np.ones(len(y), bool) if subsample >= 1 else rng.random_sample(len(y)) < subsample
+        # all rows: a view, not a copy per round; a subsample: one copy per round, not per class
+        rows = slice(None) if subsample >= 1 else rng.random_sample(len(y)) < subsample
+        Xr, Gr, Hr, wr = X[rows], G[rows], H[rows], w[rows]
         round_trees = []
         for k in range(F.shape[1]):
             t = DecisionTreeRegressor(
                 max_depth=max_depth, min_samples_leaf=min_samples_leaf, max_features=max_features,
                 random_state=rng.randint(2**31 - 1),
-            ).fit(X[rows], np.clip(-G[rows, k] / H[rows, k], -4, 4),
-                  sample_weight=H[rows, k] * w[rows])
+            ).fit(Xr, np.clip(-Gr[:, k] / Hr[:, k], -4, 4), sample_weight=Hr[:, k] * wr)
             F[:, k] += learning_rate * t.predict(X)
             round_trees.append(t)
         rounds.append(round_trees)
