@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DATA_DIR = os.environ.get("HEALTHTRANSFER_DATA", "/work/shared/data")
+DATA_DIR = os.environ.get("HEALTHTRANSFER_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 # The selection candidate pool: the six baselines plus cheap members of each family. Selection
 # refits each candidate per CV fold, so the deep methods (seconds per fit) are left out.

@@ -176,7 +176,7 @@ def config() -> BenchConfig:
     return BenchConfig(
         name="eicu_region",
         title="eicu-region v1: the 12 ordered pairs of US regions (eICU-CRD demo, in-hospital death)",
-        protocol="/work/shared/benchmarks/eicu-region-v1.md (frozen)",
+        protocol="../shared/benchmarks/eicu-region-v1.md (frozen)",
         pairs=make_pairs(ordered=PAIRS),
         budgets_by_target=dict(BUDGETS),
         seeds=list(range(DEFAULT_SEEDS)),

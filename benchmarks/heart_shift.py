@@ -49,7 +49,7 @@ def config() -> BenchConfig:
     return BenchConfig(
         name="heart_shift",
         title="heart-shift v1: Cleveland → Hungarian / VA / Switzerland",
-        protocol="/work/shared/benchmarks/heart-shift-v1.md (frozen)",
+        protocol="../shared/benchmarks/heart-shift-v1.md (frozen)",
         pairs=make_pairs({t: ["cleveland"] for t in TARGETS}),
         budgets_by_target={t: [0, 10, 20, 40] for t in TARGETS},
         seeds=list(range(DEFAULT_SEEDS)),

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Install healthtransfer (CPU build of torch 2.13.0) and run the demo on the bundled data.
+# Install healthtransfer (base install: CPU build of torch 2.13.0, no extras) and run the demo
+# on the bundled data. The base install alone must run `demo` and `run` end to end, bundle
+# included; CI runs this script exactly as README.md gives it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FIND_LINKS=()

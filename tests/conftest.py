@@ -5,7 +5,11 @@ OpenMP/BLAS thread pools fighting over two cores made fits 10-100x slower.
 """
 
 import os
+from pathlib import Path
 
+# The staged datasets that are not bundled: $HEALTHTRANSFER_DATA, else ../shared/data beside the
+# repository (never a machine path). Tests read them through this variable.
+os.environ.setdefault("HEALTHTRANSFER_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")

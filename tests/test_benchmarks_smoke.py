@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-DATA = Path("/work/shared/data")
+DATA = Path(os.environ["HEALTHTRANSFER_DATA"])  # set in conftest.py
 
 CASES = [
     ("heart_shift", ["source_lr", "pooled_lr", "coral_lr"], ["0", "10"], "auroc", False),

@@ -49,7 +49,94 @@ def test_methods_lists_every_family():
     res = runner.invoke(app, ["methods", "--json"])
     assert res.exit_code == 0
     fams = {m["family"] for m in json.loads(res.output)}
-    assert "baseline" in fams
+    assert fams == {"baseline", "instance", "feature", "model", "relation"}
+
+
+@pytest.mark.parametrize("args", [["methods"], ["methods", "--long"], ["methods", "--family", "model", "--long"]])
+def test_methods_fits_an_80_column_terminal(args, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    names = {m["name"] for m in json.loads(runner.invoke(app, ["methods", "--json"]).output)}
+    listed = set(res.output.replace("+", " ").replace("*", " ").split())
+    if "--family" not in args:
+        assert names <= listed  # every method appears, none is lost to wrapping
+
+
+def test_demo_summary_fits_80_columns(demo_out):
+    from healthtransfer.cli import format_summary, summary_tables
+
+    import pandas as pd
+
+    df = pd.DataFrame(json.loads((demo_out / "results.json").read_text())["results"])
+    text = format_summary(df, width=80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert text.count("target ") >= 3  # one table per target
+    tabs = summary_tables(df)["targets"]
+    assert set(tabs) == {"hungarian", "va", "switzerland"}
+    # the JSON summary is the seed mean of the records, nothing else
+    g = df[(df.target == "va") & (df.method == "source_lr") & (df.n_labeled == 0)]
+    assert tabs["va"]["source_lr"][0] == pytest.approx(g["auroc"].mean(), abs=1e-4)
+
+
+@pytest.mark.parametrize("argv", [["--debug", "demo", "--seeds", "0"], ["demo", "--debug", "--seeds", "0"],
+                                  ["demo", "--seeds", "0", "--debug"]])
+def test_debug_is_accepted_before_or_after_the_subcommand(argv):
+    from healthtransfer.cli import route
+
+    res = runner.invoke(app, route(argv))
+    # --seeds 0 is refused by the option's own check, which proves --debug was parsed
+    assert "No such option" not in res.output
+    assert "--seeds" in res.output
+
+
+def test_internal_error_names_the_exact_command_to_rerun(monkeypatch, capsys):
+    import healthtransfer.cli as cli
+
+    def boom(*_a, **_k):
+        raise RuntimeError("patient value 123.456 must never be shown")
+
+    monkeypatch.setattr(cli, "_execute", boom)
+    monkeypatch.setattr(cli.sys, "argv", ["healthtransfer", "demo", "--out", "my demo"])
+    with pytest.raises(SystemExit) as exc:
+        cli.main()
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "healthtransfer --debug demo --out 'my demo'" in err
+    assert "123.456" not in err
+    cli._state["debug"] = False
+
+
+def test_a_study_without_methods_runs_every_family():
+    """The default method list promises a member of each family; run it and look."""
+    from healthtransfer.methods import get_method
+    from healthtransfer.study import Study
+    from healthtransfer.study.run import run_study
+
+    study = Study.model_validate({
+        "study": {"name": "defaults"},
+        "data": {"dataset": "uci_heart", "features": ["age", "sex", "cp", "trestbps", "thalach", "oldpeak"]},
+        "transfer": {"sources": ["cleveland"], "target": "hungarian", "labeled_target": [0, 20], "seeds": 1},
+        "selection": {"diagnose": False},
+    })
+    res = run_study(study, progress=False)
+    ran = {r["method"] for r in res.records if r["method"] != "selected"}
+    assert {get_method(m).family for m in ran} == {"baseline", "instance", "feature", "model", "relation"}
+    # every family has a member that ran at the label-free budget too, except the ones that need labels
+    at_zero = {get_method(r["method"]).family for r in res.records if r["n_labeled"] == 0 and r["method"] != "selected"}
+    assert {"instance", "feature", "relation"} <= at_zero
+
+
+def test_a_study_with_a_reference_score_also_runs_the_reference_transfers():
+    from healthtransfer.study import Study
+    from healthtransfer.study.run import default_methods
+
+    base = {"study": {"name": "x"}, "transfer": {"sources": ["a"], "target": "b"}}
+    plain = Study.model_validate({**base, "data": {"dataset": "uci_heart"}})
+    assert not any(m.startswith("reference_") for m in default_methods(plain))
+    assert {"reference_recalibration", "reference_boosting"} <= set(default_methods(plain, reference_score="apache"))
 
 
 def test_data_inspect_builtin():

@@ -26,7 +26,7 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Inspect built-in or study datasets.")
 app.add_typer(data_app, name="data")
 
-_state = {"debug": False}
+_state: dict = {"debug": False, "argv": None}
 
 HEART_FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak"]
 
@@ -55,7 +55,8 @@ def _fail(exc: BaseException, code: int) -> None:
     if _state["debug"]:
         raise exc
     msg = str(exc) if isinstance(exc, HealthTransferError) else (
-        f"internal error ({type(exc).__name__}). Run again with --debug for the traceback and report it."
+        f"internal error ({type(exc).__name__}). For the traceback, run again as\n"
+        f"  {rerun_command(_state['argv'])}\nand report it."
     )
     typer.echo(f"Error: {msg}", err=True)
     raise typer.Exit(code)
@@ -91,7 +92,7 @@ def demo_study(seeds: int = 5):
 
 
 def _execute(study, out: Path, data_dir: Optional[Path], jobs: int, methods: Optional[list[str]],
-             backend: Optional[str] = None, bundle: bool = True):
+             backend: Optional[str] = None, bundle: bool = True, as_json: bool = False):
     from .reports.study_report import write_outputs
     from .study.final import fit_final_model
     from .study.run import run_study, targets_of
@@ -106,38 +107,65 @@ def _execute(study, out: Path, data_dir: Optional[Path], jobs: int, methods: Opt
             finals[t] = fit_final_model(result, t)
         status.update("writing the report" + (" and the bundle" if bundle else ""))
         report = write_outputs(result, out, finals=finals, bundle=bundle)
-    _print_summary(result)
+    _print_summary(result, as_json)
     extra = " and bundle/" if (out / "bundle").is_dir() else ""
-    typer.echo(f"\nWrote {report}, {out / 'results.json'}{extra} in {result.seconds:.1f} s.")
+    # with --json, stdout carries only the JSON; the closing line goes to stderr
+    typer.echo(f"\nWrote {report}, {out / 'results.json'}{extra} in {result.seconds:.1f} s.", err=as_json)
     return result
 
 
-def _print_summary(result) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+def _print_summary(result, as_json: bool = False) -> None:
+    """Per target, one compact table: mean AUROC over seeds by method and label budget."""
     df = result.frame()
     if df.empty:
         return
-    console = Console()
+    if as_json:
+        typer.echo(json.dumps(summary_tables(df), indent=1, default=str))
+        return
+    typer.echo(format_summary(df, width=_width()))
+
+
+def summary_tables(df) -> dict:
+    """``{target: {method: {n_t: mean AUROC}}}`` plus the seeds and the metric, for ``--json``."""
+    metric = "auroc" if "auroc" in df else "accuracy"
+    out: dict = {"metric": metric, "seeds": int(df["seed"].nunique()) if "seed" in df else None, "targets": {}}
     for target, g in df.groupby("target", sort=False):
-        tab = Table(title=f"target {target}: AUROC mean ± std over seeds")
-        tab.add_column("method")
-        budgets = sorted(g["n_labeled"].unique())
-        for b in budgets:
-            tab.add_column(f"n_t={b}", justify="right")
-        stats = g.groupby(["method", "n_labeled"])["auroc"].agg(["mean", "std"])
-        order = g.groupby("method")["auroc"].mean().sort_values(ascending=False).index
+        means = g.groupby(["method", "n_labeled"])[metric].mean()
+        tab: dict = {}
+        for (m, b), v in means.items():
+            tab.setdefault(m, {})[int(b)] = None if v != v else round(float(v), 4)
+        out["targets"][str(target)] = tab
+    return out
+
+
+def format_summary(df, *, width: int = 80) -> str:
+    """One table per target, methods as rows and label budgets as columns, best first.
+
+    Mean over seeds only: the spreads and intervals are in report.html and results.json.
+    Methods a budget cannot run (e.g. target-only at n_t = 0) show a dash.
+    """
+    tables = summary_tables(df)
+    metric, seeds = tables["metric"], tables["seeds"]
+    lines = []
+    for target, tab in tables["targets"].items():
+        budgets = sorted({b for cells in tab.values() for b in cells})
+        order = sorted(tab, key=lambda m: (m != "selected", -_mean([v for v in tab[m].values() if v is not None])))
+        name_w = min(max(len(m) for m in tab) + 1, max(12, width - 8 * len(budgets) - 1))
+        lines.append("")
+        lines.append(f"target {target}: {metric.upper()}, mean over {seeds} seed{'s' if seeds != 1 else ''}")
+        lines.append(f"{'method':<{name_w}}" + "".join(f"{'n_t=' + str(b):>8}" for b in budgets))
+        lines.append("-" * (name_w + 8 * len(budgets)))
         for m in order:
-            cells = []
-            for b in budgets:
-                if (m, b) in stats.index:
-                    r = stats.loc[(m, b)]
-                    cells.append(f"{r['mean']:.3f} ± {0 if r['std'] != r['std'] else r['std']:.3f}")
-                else:
-                    cells.append("—")
-            tab.add_row(m, *cells)
-        console.print(tab)
+            cells = "".join(f"{'-' if tab[m].get(b) is None else format(tab[m][b], '.3f'):>8}" for b in budgets)
+            label = m if len(m) <= name_w - 1 else m[: name_w - 2] + "~"
+            lines.append(f"{label:<{name_w}}{cells}")
+    lines.append("")
+    lines.append("'selected' is the recommendation, chosen without test labels; the others are for comparison.")
+    return "\n".join(lines)
+
+
+def _mean(values) -> float:
+    return sum(values) / len(values) if values else float("-inf")
 
 
 @app.command()
@@ -145,9 +173,10 @@ def demo(
     out: Path = typer.Option(Path("healthtransfer-demo"), "--out", help="Folder for report.html and results.json."),
     seeds: int = typer.Option(5, min=1, help="Seeds (random pool/test splits) per target."),
     jobs: int = typer.Option(2, min=1, help="Parallel workers (one (target, seed) each)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of tables."),
 ):
     """Run the bundled UCI heart study (Cleveland -> each other hospital) end to end."""
-    _guard(_execute, demo_study(seeds), out, None, jobs, None)
+    _guard(_execute, demo_study(seeds), out, None, jobs, None, as_json=as_json)
 
 
 @app.command()
@@ -159,13 +188,14 @@ def run(
     jobs: int = typer.Option(2, min=1, help="Parallel workers."),
     backend: Optional[str] = typer.Option(None, help="joblib backend for the sweep, e.g. 'ray' (needs a Ray cluster)."),
     bundle: bool = typer.Option(True, help="Also write OUT/bundle/ with the recommended model."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of tables."),
 ):
     """Run the transfer study a TOML file describes and write its report."""
     from .study import load_study
 
     def go():
         study = load_study(study_file)
-        return _execute(study, out, data_dir, jobs, method, backend, bundle)
+        return _execute(study, out, data_dir, jobs, method, backend, bundle, as_json=as_json)
 
     _guard(go)
 
@@ -173,9 +203,14 @@ def run(
 @app.command()
 def methods(
     family: Optional[str] = typer.Option(None, help="Only this family (baseline, instance, feature, model, relation)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    long: bool = typer.Option(False, "--long", help="One paragraph per method: family, target data used, description."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (for scripts)."),
 ):
-    """List the transfer methods that `run` can use, by family."""
+    """List the transfer methods that `run` can use, by family.
+
+    A compact list by default (fits an 80-column terminal); `--long` describes each method,
+    `--json` prints everything as JSON.
+    """
     from .methods import available_methods
 
     specs = [s for s in available_methods().values() if family is None or s.family == family]
@@ -185,15 +220,53 @@ def methods(
                                 "skada_counterpart": s.skada_counterpart, "description": s.description}
                                for s in specs], indent=1))
         return
-    from rich.console import Console
-    from rich.table import Table
+    typer.echo(format_methods(specs, long=long, width=_width()))
 
-    tab = Table(title="healthtransfer methods")
-    for c in ("name", "family", "target data used", "description"):
-        tab.add_column(c)
+
+FAMILY_ORDER = ("baseline", "instance", "feature", "model", "relation")
+
+
+def _width() -> int:
+    import shutil
+
+    return max(40, min(100, shutil.get_terminal_size((80, 24)).columns))
+
+
+def format_methods(specs, *, long: bool = False, width: int = 80) -> str:
+    """The methods grouped by family, as plain text no wider than ``width`` columns.
+
+    >>> from healthtransfer.methods import available_methods
+    >>> text = format_methods(available_methods().values(), width=80)
+    >>> max(len(line) for line in text.splitlines()) <= 80
+    True
+    """
+    import textwrap
+
+    specs = list(specs)
+    by_family: dict[str, list] = {}
     for s in specs:
-        tab.add_row(s.name, s.family, s.uses_target + (" (needs n_t > 0)" if s.needs_labels else ""), s.description)
-    Console().print(tab)
+        by_family.setdefault(s.family, []).append(s)
+    order = [f for f in FAMILY_ORDER if f in by_family] + sorted(set(by_family) - set(FAMILY_ORDER))
+    lines = [f"{len(specs)} methods; "
+             "+ needs target labels (n_t > 0), * deep (PyTorch)"]
+    for fam in order:
+        group = by_family[fam]
+        lines.append("")
+        lines.append(f"{fam} ({len(group)})")
+        if long:
+            for s in group:
+                tags = [f"target data: {s.uses_target}"] + (["needs n_t > 0"] if s.needs_labels else []) \
+                    + (["deep"] if s.deep else []) + ([f"skada: {s.skada_counterpart}"] if s.skada_counterpart else [])
+                lines.append(f"  {s.name}  ({'; '.join(tags)})")
+                lines += textwrap.wrap(s.description, width=width, initial_indent="      ",
+                                       subsequent_indent="      ")
+        else:
+            names = [s.name + ("+" if s.needs_labels else "") + ("*" if s.deep else "") for s in group]
+            lines += textwrap.wrap("  ".join(names), width=width, initial_indent="  ", subsequent_indent="  ",
+                                   break_on_hyphens=False)
+    if not long:
+        lines += ["", "`healthtransfer methods --long` describes each; --json for scripts."]
+    return "\n".join(lines)
 
 
 _STREAM_FIX = ("under [data], set `path` to a Parquet file or a folder of Parquet files and `schema` to a "
@@ -567,8 +640,32 @@ def _federated_summary(res: dict) -> dict:
     return {k: v for k, v in res.items() if k in keep} or res
 
 
+def rerun_command(argv: list[str] | None) -> str:
+    """The command line to paste to see a traceback: the user's own, with ``--debug``.
+
+    >>> rerun_command(["demo", "--out", "my demo"])
+    "healthtransfer --debug demo --out 'my demo'"
+    """
+    import shlex
+
+    args = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--debug"]
+    return shlex.join(["healthtransfer", "--debug", *args])
+
+
 def route(argv: list[str]) -> list[str]:
-    """``serve keys ...`` -> ``serve-keys ...`` (see the comment at ``keys_app``)."""
+    """Normalise argv before typer sees it.
+
+    ``--debug`` is accepted anywhere (``healthtransfer demo --debug`` as well as
+    ``healthtransfer --debug demo``), and ``serve keys ...`` becomes ``serve-keys ...`` (see the
+    comment at ``keys_app``).
+
+    >>> route(["demo", "--debug"])
+    ['--debug', 'demo']
+    """
+    if "--debug" in argv:
+        stop = argv.index("--") if "--" in argv else len(argv)
+        if "--debug" in argv[:stop]:
+            argv = ["--debug", *[a for i, a in enumerate(argv) if not (a == "--debug" and i < stop)]]
     for i, a in enumerate(argv):
         if a == "serve" and argv[i + 1: i + 2] == ["keys"]:
             return argv[:i] + ["serve-keys"] + argv[i + 2:]
@@ -580,6 +677,7 @@ def route(argv: list[str]) -> list[str]:
 def main() -> None:  # console-script entry point
     # Keep third-party chatter (joblib, torch) off a user's terminal unless --debug.
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    _state["argv"] = sys.argv[1:]
     try:
         app(args=route(sys.argv[1:]))
     except SystemExit as exc:

@@ -3,6 +3,7 @@ protocol ../shared/benchmarks/eicu-region-v1.md."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from healthtransfer.data import load_dataset
 from healthtransfer.errors import UserInputError
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA = Path(os.environ["HEALTHTRANSFER_DATA"])  # set in conftest.py
 needs_data = pytest.mark.skipif(
     not (DATA / "eicu_demo").is_dir(),
     reason=f"staged datasets not found at {DATA} (../shared/data relative to the repo root)",

@@ -1,4 +1,5 @@
 import time
+import os
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,7 @@ def test_registered():
 
 
 # -- UCI heart disease: three hospitals as sources, the fourth as target -----------------------
-HEART = Path("/work/shared/data/uci_heart")
+HEART = Path(os.environ["HEALTHTRANSFER_DATA"]) / "uci_heart"  # set in conftest.py
 SITES = ("cleveland", "hungarian", "va", "switzerland")
 
 

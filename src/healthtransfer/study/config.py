@@ -21,13 +21,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import UserInputError
 
-__all__ = ["Study", "load_study", "DEFAULT_METHODS", "FederatedSection", "PrivacySection"]
+__all__ = ["Study", "load_study", "DEFAULT_METHODS", "BASELINE_METHODS", "REFERENCE_METHODS", "FederatedSection", "PrivacySection"]
 
 # The methods a study runs when it names none: the baselines and a cheap, robust member of
 # each family. `healthtransfer methods` lists them all.
-DEFAULT_METHODS = [
+BASELINE_METHODS = [
     "source_lr", "source_gbm", "target_lr", "target_gbm", "pooled_lr", "pooled_gbm",
 ]
+DEFAULT_METHODS = [
+    *BASELINE_METHODS,
+    "iw_domain_lr",             # instance: domain-classifier importance weights
+    "coral_lr",                 # feature: CORAL alignment of second moments
+    "linear_prior",             # model: target fit shrunk toward the source solution
+    "graph_label_propagation",  # relation: labels spread over a cross-domain neighbour graph
+]
+# added to the defaults when the study names a `reference_score` (an existing clinical score):
+# the ways to transfer *from* that score, which the selection must weigh against it
+REFERENCE_METHODS = ["reference_recalibration", "reference_boosting"]
 
 _FIX = {
     "dataset": "set `dataset` to a built-in source (uci_heart, eicu_demo, mimic3_demo, wearable) or `path` to a CSV/Parquet file",
@@ -255,7 +265,7 @@ def load_study(path: str | Path) -> Study:
 # The demo's methods: the baselines plus fast members of all four families (the deep ones take
 # seconds per fit, times the selection folds; `healthtransfer run` runs them by name).
 DEMO_METHODS = [
-    *DEFAULT_METHODS,
+    *BASELINE_METHODS,
     "iw_domain_lr", "label_shift_em_lr",                        # instance
     "coral_lr", "domain_std_lr", "feat_aug_lr",                 # feature
     "linear_prior", "stacking_lr", "recalibration_lr",          # model

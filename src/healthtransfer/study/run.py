@@ -36,7 +36,7 @@ from ..evaluation.calibration import logit
 from ..evaluation.metrics import fast_bootstrap_ci, score
 from ..methods import get_method
 from ..methods._registry import resolve_method
-from .config import DEFAULT_METHODS, Study
+from .config import DEFAULT_METHODS, REFERENCE_METHODS, Study
 
 __all__ = ["StudyResult", "load_study_data", "run_study", "summarise", "check_study_data"]
 
@@ -149,8 +149,24 @@ def check_study_data(study: Study, ds: Dataset) -> list[str]:
     return warnings_out
 
 
-def _methods(study: Study, methods: list[str] | None) -> list[str]:
-    names = methods or study.transfer.methods or DEFAULT_METHODS
+def default_methods(study: Study, reference_score: str | None = None) -> list[str]:
+    """The methods a study runs when it names none: the baselines, a cheap and robust member
+    of each family, and, where the data have a reference score (the study's
+    ``reference_score``, or a built-in source's, e.g. APACHE IV in ``eicu_demo``), the
+    transfers from it.
+
+    >>> from healthtransfer.study import Study
+    >>> s = Study.model_validate({"study": {"name": "x"}, "data": {"dataset": "uci_heart"},
+    ...                           "transfer": {"sources": ["cleveland"], "target": "va"}})
+    >>> default_methods(s)[-1]
+    'graph_label_propagation'
+    """
+    has_reference = bool(reference_score or study.data.reference_score)
+    return DEFAULT_METHODS + (REFERENCE_METHODS if has_reference else [])
+
+
+def _methods(study: Study, methods: list[str] | None, reference_score: str | None = None) -> list[str]:
+    names = methods or study.transfer.methods or default_methods(study, reference_score)
     for n in names:
         get_method(n)  # raises with a suggestion for unknown names
     return list(dict.fromkeys(names))
@@ -422,7 +438,7 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
     ds = dataset if dataset is not None else load_study_data(study, data_dir)
     for w in check_study_data(study, ds):
         log.warning(w)
-    names = _methods(study, methods)
+    names = _methods(study, methods, ds.reference_score)
     tr = study.transfer
     units = [(t, s) for t in targets_of(study) for s in range(tr.seeds)]
     jobs = (delayed(run_unit)(ds, tr.sources, t, s, tr.labeled_target, names, tr.test_fraction, keep_predictions,
@@ -489,10 +505,12 @@ class _progress:
         """Returns ``advance(what=None)``: one step done; ``what`` (the step now starting) is shown."""
         if not self.enabled:
             return lambda what=None: None
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        # on stderr, so that stdout carries only results (e.g. `run --json | jq`)
         self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                           transient=False)
+                           transient=False, console=Console(stderr=True))
         self._p.start()
         self._task = self._p.add_task(self.label, total=self.total)
         self._started = False
