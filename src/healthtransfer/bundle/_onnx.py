@@ -236,7 +236,7 @@ def export_onnx(bundle_dir, out_path=None, *, check: bool = True) -> Path:
         import onnx  # noqa: F401
         import skl2onnx  # noqa: F401
     except ImportError:
-        raise _refuse("onnx and skl2onnx are not installed") from None
+        raise _refuse("onnx and skl2onnx are not installed; pip install 'healthtransfer[onnx]'") from None
     model = _build(bundle)
     bundle_dir = Path(bundle_dir)
     out = Path(out_path) if out_path is not None else bundle_dir.parent / f"{bundle_dir.name}.onnx"
