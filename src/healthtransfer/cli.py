@@ -189,12 +189,20 @@ def run(
     backend: Optional[str] = typer.Option(None, help="joblib backend for the sweep, e.g. 'ray' (needs a Ray cluster)."),
     bundle: bool = typer.Option(True, help="Also write OUT/bundle/ with the recommended model."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of tables."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (units, methods, fits, estimated time) "
+                                 "and exit without running or writing anything."),
 ):
     """Run the transfer study a TOML file describes and write its report."""
     from .study import load_study
 
     def go():
         study = load_study(study_file)
+        if dry_run:
+            from .study._plan import format_plan, plan_study
+
+            plan = plan_study(study, methods=method, data_dir=data_dir, n_jobs=jobs)
+            typer.echo(json.dumps(plan, indent=1, default=str) if as_json else format_plan(plan))
+            return None
         return _execute(study, out, data_dir, jobs, method, backend, bundle, as_json=as_json)
 
     _guard(go)
