@@ -216,7 +216,7 @@ def methods_page() -> str:
                 "|---|---|---|---|---|---|"]
         for s in (s for s in specs.values() if s.family == fam):
             cls, cfam = page_of[s.name]
-            anchor = cls.lower()
+            anchor = cls.rsplit(".", 1)[1].lower()
             use = s.uses_target + (" (needs n_t > 0)" if s.needs_labels else "")
             if s.uses_reference:
                 use += "; uses the reference score"
