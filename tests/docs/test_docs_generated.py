@@ -110,3 +110,25 @@ def test_runner_parses_back_what_a_page_holds(spec):
     blocks = runner.parse_blocks("\n".join(parts))
     assert [(b.lang, b.skip) for b in blocks] == [(lang, skip) for lang, _, skip in spec]
     assert [b.code for b in blocks] == ["\n".join(lines) + "\n" for _, lines, _ in spec]
+
+
+def test_cli_page_lists_every_command_and_option():
+    import click
+    import typer
+
+    from healthtransfer.cli import app
+
+    page = hooks.cli_page()
+
+    def leaves(cmd, path):
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                yield from leaves(sub, [*path, "serve keys" if name == "serve-keys" else name])
+        else:
+            yield " ".join(path), cmd
+
+    for path, cmd in leaves(typer.main.get_command(app), []):
+        assert f"## `healthtransfer {path}`" in page, path
+        for p in cmd.params:
+            if isinstance(p, click.Option) and p.name != "help":
+                assert f"`{p.opts[0]}`" in page, (path, p.opts)
