@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the documentation site strictly (warnings fail) and run its tutorials:
-#   scripts/docs_check.sh            # needs: pip install -e ".[docs,serve,federated]"
+#   scripts/docs_check.sh            # needs: pip install -e ".[docs]"
 # 1. `mkdocs build --strict` into site/ (generated pages: docs/_gen/hooks.py);
 # 2. every page marked `<!-- docs-check: run -->` runs its code blocks in one scratch folder, in
 #    nav order (scripts/docs_tutorials.py), on the bundled heart data and $HEALTHTRANSFER_DATA
