@@ -43,14 +43,14 @@ class _Strict(BaseModel):
 class FeatureSpec(_Strict):
     """One harmonised column."""
 
-    name: str
-    kind: Literal["numeric", "categorical", "binary"] = "numeric"
-    unit: str | None = None
+    name: str = Field(description="the harmonised column name")
+    kind: Literal["numeric", "categorical", "binary"] = Field(default="numeric", description="how the column is modelled")
+    unit: str | None = Field(default=None, description="the harmonised unit (documentation; convert per site)")
     range: tuple[float, float] | None = Field(
         default=None, description="allowed physiological range; values outside become missing"
     )
-    categories: list[Any] | None = None
-    description: str = ""
+    categories: list[Any] | None = Field(default=None, description="allowed levels; others are counted as unmapped")
+    description: str = Field(default="", description="what the column means, shown in the bundle's schema")
 
     @field_validator("range")
     @classmethod
@@ -63,9 +63,9 @@ class FeatureSpec(_Strict):
 class UnitConversion(_Strict):
     """``harmonised = raw * factor + offset``; ``from_unit`` documents what the site writes."""
 
-    from_unit: str
-    factor: float = 1.0
-    offset: float = 0.0
+    from_unit: str = Field(description="the unit the site writes, e.g. mmol/L")
+    factor: float = Field(default=1.0, description="multiplier to the harmonised unit")
+    offset: float = Field(default=0.0, description="added after the multiplication (e.g. temperatures)")
 
 
 class SiteSpec(_Strict):
@@ -75,7 +75,7 @@ class SiteSpec(_Strict):
     missing_values: dict[str, list[Any]] = Field(
         default_factory=dict, description="column -> sentinel values meaning 'not measured'"
     )
-    units: dict[str, UnitConversion] = Field(default_factory=dict)
+    units: dict[str, UnitConversion] = Field(default_factory=dict, description="column -> unit conversion")
     code_maps: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="column -> raw code (as text) -> harmonised value"
     )
@@ -95,17 +95,17 @@ class SiteSpec(_Strict):
 class DatasetSchema(_Strict):
     """A harmonised dataset: its label, domain column, features and per-site rules."""
 
-    name: str
-    label: str
-    domain: str
-    positive: Any | None = None
-    group: str | None = None
-    reference_score: str | None = None
-    features: list[FeatureSpec]
-    sites: dict[str, SiteSpec] = Field(default_factory=dict)
-    description: str = ""
-    license: str = ""
-    citation: str = ""
+    name: str = Field(description="the dataset's name")
+    label: str = Field(description="outcome column")
+    domain: str = Field(description="column naming each row's site")
+    positive: Any | None = Field(default=None, description="positive class of a binary label")
+    group: str | None = Field(default=None, description="patient id column (splits keep a patient on one side)")
+    reference_score: str | None = Field(default=None, description="an existing risk score's column (a probability)")
+    features: list[FeatureSpec] = Field(description="the [[features]] tables, one per harmonised column")
+    sites: dict[str, SiteSpec] = Field(default_factory=dict, description="per-site rules; \"*\" applies to every site")
+    description: str = Field(default="", description="what the data is")
+    license: str = Field(default="", description="the data's licence")
+    citation: str = Field(default="", description="how to cite the data")
 
     @model_validator(mode="after")
     def _unique(self):

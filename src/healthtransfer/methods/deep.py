@@ -384,14 +384,14 @@ class JointMMDMinibatch(JointMMD):
     Each step costs O(batch_size) whatever the data size; the number of epochs is
     ``min(max_epochs, ceil(max_steps / batches_per_epoch))``, so on small data it is exactly
     ``JointMMD(mmd="linear")`` and on a million rows it stops after ``max_steps`` steps
-    (a few passes). The input standardisation is accumulated over chunks.
+    (a few passes). The input standardisation is accumulated over chunks. The other
+    parameters are those of :class:`~healthtransfer.methods.deep.JointMMD` (``mmd`` fixed to
+    ``"linear"``; larger default batch).
 
     Parameters
     ----------
     max_steps : int
         Optimisation-step budget.
-    Other parameters as :class:`~healthtransfer.methods.deep.JointMMD` (``mmd`` fixed to
-    ``"linear"``; larger default batch).
     """
 
     mmd = "linear"  # class attribute: not a parameter of this variant

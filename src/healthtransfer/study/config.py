@@ -59,25 +59,30 @@ class _Strict(BaseModel):
 
 
 class StudyInfo(_Strict):
-    name: str = Field(min_length=1)
-    description: str = ""
+    name: str = Field(min_length=1, description="the study's name, shown in the report and the bundle")
+    description: str = Field(default="", description="one line on what the study is for")
 
 
 class DataSection(_Strict):
-    path: Path | None = None
-    dataset: str | None = None
-    data_dir: Path | None = None
+    path: Path | None = Field(default=None, description="a CSV or Parquet file (or folder of Parquet files) "
+                              "with one row per patient; give `path` or `dataset`")
+    dataset: str | None = Field(default=None, description="a built-in source: uci_heart, eicu_demo, mimic3_demo, "
+                                "wearable")
+    data_dir: Path | None = Field(default=None, description="folder with the staged built-in datasets "
+                                  "(default: --data-dir or $HEALTHTRANSFER_DATA)")
     options: dict[str, Any] = Field(default_factory=dict, description="options for a built-in source, e.g. domain_by")
-    domain: str | None = None
-    label: str | None = None
-    positive: Any | None = None
-    features: list[str] | None = None
-    categorical: list[str] | None = None
-    group: str | None = None
-    reference_score: str | None = None
-    schema_file: Path | None = Field(default=None, alias="schema")
-    delimiter: str | None = None
-    encoding: str = "utf-8"
+    domain: str | None = Field(default=None, description="column naming each row's site (required with `path`)")
+    label: str | None = Field(default=None, description="outcome column, binary or multi-class (required with `path`)")
+    positive: Any | None = Field(default=None, description="the positive class of a binary label")
+    features: list[str] | None = Field(default=None, description="feature columns; default: every other column")
+    categorical: list[str] | None = Field(default=None, description="categorical features; default: inferred")
+    group: str | None = Field(default=None, description="patient id column: rows of one group never straddle a split")
+    reference_score: str | None = Field(default=None, description="an existing risk score's column (a probability): "
+                                        "evaluated as a bar, never a feature")
+    schema_file: Path | None = Field(default=None, alias="schema", description="per-site schema TOML (units, codes, "
+                                     "sentinels, ranges)")
+    delimiter: str | None = Field(default=None, description="CSV delimiter; default: detected")
+    encoding: str = Field(default="utf-8", description="text encoding of a CSV")
     subgroups: list[str] = Field(default_factory=list, description="columns for subgroup metrics")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -103,12 +108,14 @@ class DataSection(_Strict):
 
 
 class TransferSection(_Strict):
-    sources: list[str] = Field(min_length=1)
-    target: str | list[str]
-    labeled_target: list[int] = Field(default_factory=lambda: [0, 10, 20, 40])
-    seeds: int = Field(default=20, ge=1, le=1000)
-    test_fraction: float = Field(default=0.5, gt=0, lt=1)
-    methods: list[str] | None = None
+    sources: list[str] = Field(min_length=1, description="the sites a model is trained at")
+    target: str | list[str] = Field(description="the site (or list of sites) to transfer to, each in turn")
+    labeled_target: list[int] = Field(default_factory=lambda: [0, 10, 20, 40],
+                                      description="label budgets n_t: labelled target rows drawn from the pool")
+    seeds: int = Field(default=20, ge=1, le=1000, description="random pool/test splits (and label draws) per target")
+    test_fraction: float = Field(default=0.5, gt=0, lt=1, description="share of the target held out for testing")
+    methods: list[str] | None = Field(default=None, description="method names (`healthtransfer methods`); "
+                                      "default: the baselines")
 
     @field_validator("labeled_target")
     @classmethod
@@ -132,16 +139,16 @@ class TransferSection(_Strict):
 class SelectionSection(_Strict):
     """How to choose among candidates without the target's test labels."""
 
-    enabled: bool = True
-    grid: bool = False  # also try each method's small hyper-parameter grid
+    enabled: bool = Field(default=True, description="choose a model without test labels; false: report only")
+    grid: bool = Field(default=False, description="also try each method's small hyper-parameter grid")
     margin: float = Field(default=1.0, ge=0, description="standard errors a method must beat the best baseline by")
     min_gain: float = Field(default=0.01, ge=0, description="and the AUROC it must beat it by")
-    calibrate: bool = True
-    folds_target: int = Field(default=5, ge=2, le=20)
-    folds_source: int = Field(default=3, ge=2, le=20)
+    calibrate: bool = Field(default=True, description="recalibrate the chosen model before testing")
+    folds_target: int = Field(default=5, ge=2, le=20, description="cross-validation folds on labelled target rows")
+    folds_source: int = Field(default=3, ge=2, le=20, description="folds on source rows (IWCV / DEV, at n_t = 0)")
     min_per_class: int = Field(default=5, ge=2, description="fewest labelled target rows of a class for target CV "
                                "to override the label-free choice")
-    diagnose: bool = True  # run shift diagnostics per target
+    diagnose: bool = Field(default=True, description="run shift diagnostics per target")
 
 
 class PrivacySection(_Strict):
@@ -149,8 +156,8 @@ class PrivacySection(_Strict):
 
     mode: str = Field(default="none", pattern="^(none|dp-sgd|client-clipping)$",
                       description="none, dp-sgd (Opacus, per record) or client-clipping (Flower, per site)")
-    epsilon: float = Field(default=10.0, gt=0)
-    delta: float = Field(default=1e-5, gt=0, lt=1)
+    epsilon: float = Field(default=10.0, gt=0, description="privacy budget per site (smaller: more private)")
+    delta: float = Field(default=1e-5, gt=0, lt=1, description="DP failure probability")
     max_grad_norm: float = Field(default=1.0, gt=0, description="per-example clip (dp-sgd)")
     clipping_norm: float = Field(default=1.0, gt=0, description="per-update clip (client-clipping)")
     noise_multiplier: float | None = Field(default=None, ge=0, description="client-clipping noise; default from epsilon")
@@ -159,29 +166,31 @@ class PrivacySection(_Strict):
 class FederatedSection(_Strict):
     """[federated]: training across sites with Flower, each site keeping its rows."""
 
-    sites: list[str] | None = None  # default: every site in the data
-    target: str | None = None  # site to personalise to / adapt to
-    target_labels: bool = True  # false: the target takes no part in training (domain adaptation)
-    rounds: int = Field(default=20, ge=1, le=10000)
-    strategy: str = Field(default="fedavg", pattern="^(fedavg|fedprox)$")
-    proximal_mu: float = Field(default=0.1, ge=0)
-    model: str = Field(default="logreg", pattern="^(logreg|mlp)$")
-    hidden: int = Field(default=32, ge=1)
-    local_epochs: int = Field(default=2, ge=1)
-    batch_size: int = Field(default=16, ge=1)
-    learning_rate: float = Field(default=0.05, gt=0)
-    personalise: str = Field(default="none", pattern="^(none|finetune|coral)$")
-    finetune_epochs: int = Field(default=10, ge=0)
-    finetune_lr: float = Field(default=0.01, gt=0)
+    sites: list[str] | None = Field(default=None, description="sites taking part; default: every site in the data")
+    target: str | None = Field(default=None, description="site to personalise to / adapt to")
+    target_labels: bool = Field(default=True, description="false: the target takes no part in training "
+                                "(domain adaptation)")
+    rounds: int = Field(default=20, ge=1, le=10000, description="federated rounds")
+    strategy: str = Field(default="fedavg", pattern="^(fedavg|fedprox)$", description="aggregation strategy")
+    proximal_mu: float = Field(default=0.1, ge=0, description="FedProx proximal term")
+    model: str = Field(default="logreg", pattern="^(logreg|mlp)$", description="logistic regression or a small MLP")
+    hidden: int = Field(default=32, ge=1, description="hidden units of the MLP")
+    local_epochs: int = Field(default=2, ge=1, description="epochs at each site per round")
+    batch_size: int = Field(default=16, ge=1, description="local minibatch size")
+    learning_rate: float = Field(default=0.05, gt=0, description="local SGD learning rate")
+    personalise: str = Field(default="none", pattern="^(none|finetune|coral)$",
+                             description="after federated training: local fine-tuning, or CORAL towards the target")
+    finetune_epochs: int = Field(default=10, ge=0, description="local fine-tuning epochs")
+    finetune_lr: float = Field(default=0.01, gt=0, description="local fine-tuning learning rate")
     finetune_anchor: float = Field(default=0.0, ge=0, description="L2-SP pull towards the federated weights")
-    test_fraction: float = Field(default=0.34, gt=0, lt=1)
-    min_fit_clients: int = Field(default=2, ge=1)
-    round_timeout: float = Field(default=120.0, gt=0)
-    secagg: bool = False
-    secagg_shares: int = Field(default=3, ge=2)
-    secagg_threshold: int = Field(default=2, ge=1)
-    seed: int = 0
-    privacy: PrivacySection = Field(default_factory=PrivacySection)
+    test_fraction: float = Field(default=0.34, gt=0, lt=1, description="share of each site's rows held out for testing")
+    min_fit_clients: int = Field(default=2, ge=1, description="a round goes on when this many valid updates arrive")
+    round_timeout: float = Field(default=120.0, gt=0, description="seconds a round waits for clients")
+    secagg: bool = Field(default=False, description="Flower SecAgg+: the server sees only masked updates")
+    secagg_shares: int = Field(default=3, ge=2, description="SecAgg+ shares per client")
+    secagg_threshold: int = Field(default=2, ge=1, description="SecAgg+ shares needed to reconstruct")
+    seed: int = Field(default=0, description="random seed")
+    privacy: PrivacySection = Field(default_factory=PrivacySection, description="the [federated.privacy] table")
 
 
 class Study(_Strict):
