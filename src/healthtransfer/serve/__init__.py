@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import UserInputError
 
 __all__ = ["audit_export", "bundle_export_onnx", "bundle_inspect", "create_app", "keys_add",
-           "serve"]
+           "make_server", "serve"]
 
 
 def create_app(bundle_dir, **kw):
@@ -51,8 +51,6 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audi
                                                 "instead of --no-auth")
     import logging
 
-    from ._logging import install
-
     logger = logging.getLogger("healthtransfer.serve")
     if not logger.handlers:  # request lines: ids, routes, status, timings; never bodies
         handler = logging.StreamHandler()
@@ -66,10 +64,19 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audi
     app = create_app(bundle, api_keys_file=api_keys, audit_url=audit_db, max_batch=max_batch,
                      no_auth=no_auth, trust=trust, allow_unsigned=allow_unsigned,
                      allowed_hosts=hosts)
-    config = uvicorn.Config(app, host=host, port=int(port), access_log=False, log_level="info",
-                            server_header=False)  # Config sets up uvicorn's loggers...
+    make_server(app, host, port).run()
+
+
+def make_server(app, host: str = "127.0.0.1", port: int = 8000, **config):
+    """A ``uvicorn.Server`` for ``app`` whose log cannot carry exception text or bodies."""
+    import uvicorn
+
+    from ._logging import install
+
+    config = uvicorn.Config(app, host=host, port=int(port), **{
+        "access_log": False, "log_level": "info", "server_header": False, **config})  # Config sets up uvicorn's loggers...
     install()  # ...so the redacting filter goes onto them afterwards
-    uvicorn.Server(config).run()
+    return uvicorn.Server(config)
 
 
 def keys_add(file, key_id: str, scopes=("predict",)) -> str:
