@@ -59,7 +59,7 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audi
         logger.setLevel(logging.INFO)
         logger.propagate = False
     hosts = list(allowed_hosts or ())
-    if not _is_loopback(host) and host not in ("0.0.0.0", "::"):
+    if not _is_loopback(host) and host not in ("0.0.0.0", "::"):  # nosec B104 # a comparison, not a bind
         hosts.append(host)
     app = create_app(bundle, api_keys_file=api_keys, audit_url=audit_db, max_batch=max_batch,
                      no_auth=no_auth, trust=trust, allow_unsigned=allow_unsigned,

@@ -129,7 +129,7 @@ class AuditLog:
                                "PRAGMA busy_timeout=30000"):
                     try:
                         cur.execute(pragma)
-                    except Exception:  # read-only database: writes will fail closed later
+                    except Exception:  # nosec B110 # read-only database: writes fail closed later
                         pass
                 cur.close()
         self.meta = MetaData()
