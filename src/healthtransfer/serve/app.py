@@ -49,7 +49,7 @@ from ..bundle import load_bundle
 from ..errors import UserInputError
 from ..bundle._reference import category_key
 from ._audit import AuditLog, AuditUnavailable, audit_url as _audit_url, input_hasher, load_secret
-from ._auth import SCOPES, ApiKey, KeyStore
+from ._auth import ApiKey, KeyStore
 from ._drift import DriftMonitor
 from ._explain import explain_record
 from ._limits import BodyLimit
