@@ -262,6 +262,23 @@ def test_malformed_manifest_entries_are_refused(bundle):
 
 
 # the whitelist holds what our own bundles need
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+def test_calibrated_final_models_fit_the_whitelist(method):
+    """The final model is calibrated with scikit-learn (prefit model, frozen)."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.linear_model import LogisticRegression
+
+    from healthtransfer.bundle._load import check_trusted_types
+    from healthtransfer.bundle._skops_audit import skops_names
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(80, 3)), np.arange(80) % 2
+    m = CalibratedClassifierCV(FrozenEstimator(LogisticRegression().fit(X, y)),
+                               method=method).fit(X, y)
+    check_trusted_types(skops_names(sio.dumps(m)), method)
+
+
 def test_every_registered_method_fits_the_whitelist():
     """Write the preprocessor and every registered method (fitted on a small slice) to skops
     and check that every name it contains is whitelisted: a new method that needs a new type

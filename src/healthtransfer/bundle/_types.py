@@ -50,6 +50,7 @@ _SKLEARN = {
     # probability calibration of the final model (study.final)
     "sklearn.calibration.CalibratedClassifierCV", "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration", "sklearn.isotonic.IsotonicRegression",
+    "sklearn.frozen._frozen.FrozenEstimator",
 }
 
 # POT / skada objects kept inside the optimal-transport and TCA methods.
