@@ -400,7 +400,7 @@ def main(argv=None) -> int:
         print("starting the service and the minimal endpoint", flush=True)
         procs.append(start([sys.executable, "-c", "from healthtransfer.cli import main; main()",
                             "serve", "--host", "127.0.0.1", "--port", str(p_srv),
-                            "--api-keys", str(work / "keys.json"),
+                            "--api-keys", str(work / "keys.json"), "--allow-unsigned",
                             "--audit-db", str(work / "audit.sqlite"), str(bundle)],
                            p_srv, work / "service.log"))
         procs.append(start([sys.executable, str(Path(__file__).resolve()), "--minimal-server",

@@ -541,18 +541,25 @@ def serve(
     bundle: Path = typer.Argument(..., help="Bundle folder (OUT/bundle from `run` or `demo`)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback by default."),
     port: int = typer.Option(8000, help="Port."),
-    api_keys: Optional[Path] = typer.Option(None, "--api-keys", help="Key file from `healthtransfer serve keys add`."),
+    api_keys: Optional[Path] = typer.Option(None, "--api-keys", help="Key file from `healthtransfer serve keys add` (required unless --no-auth)."),
     audit_db: Optional[str] = typer.Option(None, "--audit-db", help="SQLite path or SQLAlchemy URL for the audit log."),
+    trust: Optional[Path] = typer.Option(None, "--trust", help="Public key (PEM) or folder of keys whose signed bundles are served."),
+    allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="Serve a bundle that is unsigned or signed by an unknown key."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="No API keys: predict only, loopback only (local trials)."),
+    allowed_host: list[str] = typer.Option([], "--allowed-host", help="Host header to accept besides localhost/127.0.0.1/::1 (repeatable)."),
 ):
     """Start the decision-support service for BUNDLE (API, web page, audit log, drift monitor).
 
-    Create API keys first with `healthtransfer serve keys add KEYFILE --id NAME --scope predict`.
+    Closed by default: create API keys first with `healthtransfer serve keys add KEYFILE --id NAME
+    --scope predict`, and sign the bundle (`healthtransfer bundle sign`) to serve it with --trust.
     """
 
     def go():
         from .serve import serve as run_server
 
-        run_server(bundle, host=host, port=port, api_keys=api_keys, audit_db=audit_db)
+        run_server(bundle, host=host, port=port, api_keys=api_keys, audit_db=audit_db,
+                   trust=trust, allow_unsigned=allow_unsigned, no_auth=no_auth,
+                   allowed_hosts=allowed_host)
 
     _guard(go)
 
@@ -593,7 +600,7 @@ def audit_export(
     _guard(go)
 
 
-bundle_app = typer.Typer(no_args_is_help=True, help="Inspect or export a model bundle.")
+bundle_app = typer.Typer(no_args_is_help=True, help="Inspect, sign or export a model bundle.")
 app.add_typer(bundle_app, name="bundle")
 
 
@@ -605,6 +612,33 @@ def bundle_inspect(bundle: Path = typer.Argument(..., help="Bundle folder.")):
         from .serve import bundle_inspect as inspect
 
         typer.echo(inspect(bundle))
+
+    _guard(go)
+
+
+@bundle_app.command("keygen")
+def bundle_keygen(key: Path = typer.Argument(..., help="Private key file to create (mode 0600).")):
+    """Create an Ed25519 signing key; its public key is written to KEY.pub.pem for other sites."""
+
+    def go():
+        from .bundle import generate_keypair
+
+        typer.echo(f"Wrote {key} (keep it private) and {generate_keypair(key)} (share it).")
+
+    _guard(go)
+
+
+@bundle_app.command("sign")
+def bundle_sign(
+    bundle: Path = typer.Argument(..., help="Bundle folder."),
+    key: Path = typer.Option(..., "--key", help="Private key from `healthtransfer bundle keygen`."),
+):
+    """Verify BUNDLE and sign its manifest (which lists every file's sha256)."""
+
+    def go():
+        from .bundle import sign_bundle
+
+        typer.echo(f"Signed {bundle} with key {sign_bundle(bundle, key)}.")
 
     _guard(go)
 

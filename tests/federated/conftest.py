@@ -13,7 +13,10 @@ def heart():
     from healthtransfer.federated._run import site_frames
 
     ds = load_dataset("uci_heart").with_features(FEATURES)
-    spec = {"label": ds.label, "numeric": ds.numeric, "categorical": ds.categorical}
+    from healthtransfer.federated._preprocess import stats_bounds
+
+    spec = {"label": ds.label, "numeric": ds.numeric, "categorical": ds.categorical,
+            **stats_bounds(ds.schema, ds.numeric, ds.categorical)}
     return spec, SITES, site_frames(ds.frame, ds.domain, ds.label, SITES, 0.34, 0)
 
 

@@ -40,6 +40,9 @@ def test_dp_sgd_reports_epsilon(heart):
     assert set(eps) == set(sites)
     assert all(0 < e <= 5.0 * 1.05 for e in eps.values())
     assert r["privacy"]["epsilon"] == max(eps.values())
+    pre = r["privacy"]["preprocessing"]  # the statistics are counted too (issue 15, defect 8)
+    assert pre["mechanism"] == "gaussian" and pre["epsilon"] == pytest.approx(1.0, rel=0.05)
+    assert r["privacy"]["epsilon_total"] == pytest.approx(r["privacy"]["epsilon"] + pre["epsilon"])
 
 
 def test_client_clipping_dp_reports_epsilon(heart):

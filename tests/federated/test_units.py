@@ -46,3 +46,56 @@ def test_dp_calibration_round_trip():
     assert spent_epsilon(sigma, 0.1, 200, 1e-5) == pytest.approx(10.0, rel=0.02)
     assert spent_epsilon(sigma, 0.1, 100, 1e-5) < 10.0
     assert noise_for_epsilon(1.0, 1e-5, 0.1, 200) > sigma
+
+
+def _site(heart, cfg):
+    from healthtransfer.federated._client import SiteClient
+
+    spec, sites, frames = heart
+    return SiteClient(sites[0], frames[sites[0]][0], frames[sites[0]][1], spec, cfg), spec, frames[sites[0]][0]
+
+
+def test_private_run_sends_noisy_statistics_with_declared_levels(heart):
+    """Issue 15, defect 8: a private run's preprocessing statistics go through DP too."""
+    import json
+
+    from .conftest import make_cfg
+
+    client, spec, train = _site(heart, make_cfg(privacy={"mode": "dp-sgd", "epsilon": 5.0}))
+    sent = json.loads(client.get_properties({"phase": "stats"})["stats"])
+    exact = local_stats(train, spec["numeric"], spec["categorical"])
+    for c in spec["numeric"]:
+        assert sent["numeric"][c]["sum"] != pytest.approx(exact["numeric"][c]["sum"], rel=1e-9)
+    assert sent["n"] != len(train)
+    for c in spec["categorical"]:  # declared levels, not the ones this site happens to have
+        assert sent["categorical"][c] == spec["levels"][c]
+    # the server cannot lower the noise by asking: the request carries no privacy setting
+    again = json.loads(client.get_properties({"phase": "stats", "stats_noise": 0})["stats"])
+    assert again["n"] != len(train)
+    # a run that is not private keeps exact statistics
+    plain, _, _ = _site(heart, make_cfg())
+    assert json.loads(plain.get_properties({"phase": "stats"})["stats"])["n"] == len(train)
+
+
+def test_private_statistics_still_standardise(heart):
+    from healthtransfer.federated._preprocess import private_stats
+
+    spec, sites, frames = heart
+    rng = np.random.default_rng(0)
+    parts = [private_stats(frames[s][0], spec["numeric"], spec["categorical"],
+                           bounds=spec["bounds"], levels=spec["levels"], noise_multiplier=3.0,
+                           rng=rng) for s in sites]
+    prep = FederatedPreprocessor(merge_stats(parts))
+    pooled = pd.concat([frames[s][0] for s in sites])
+    for c in ("age", "thalach"):
+        assert prep.mean[c] == pytest.approx(pooled[c].mean(), rel=0.05)
+    assert np.isfinite(prep.transform(pooled)).all()
+
+
+def test_private_statistics_need_declared_bounds():
+    from healthtransfer.errors import UserInputError
+    from healthtransfer.federated._preprocess import private_stats
+
+    with pytest.raises(UserInputError, match="declare"):
+        private_stats(pd.DataFrame({"x": [1.0]}), ["x"], [], bounds={}, levels={},
+                      noise_multiplier=1.0)

@@ -125,11 +125,12 @@ def _rows(url):
 
 def test_postgres_audit_concurrent_no_loss_and_restart(env, postgres_url):
     H = {"X-API-Key": env["key"]}
-    app = create_app(env["bundle"], api_keys_file=env["keys_file"], audit_url=postgres_url)
+    app = create_app(env["bundle"], api_keys_file=env["keys_file"], audit_url=postgres_url,
+                     allow_unsigned=True)
     acked: dict[str, float] = {}
     failures: list = []
     lock = threading.Lock()
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         assert c.get("/readyz").status_code == 200
         start = threading.Barrier(8)
 
@@ -166,8 +167,9 @@ def test_postgres_audit_concurrent_no_loss_and_restart(env, postgres_url):
         assert json.loads(row["output"])["probability"] == p
 
     # restart: a new app on the same database keeps the log and appends to it
-    app2 = create_app(env["bundle"], api_keys_file=env["keys_file"], audit_url=postgres_url)
-    with TestClient(app2) as c:
+    app2 = create_app(env["bundle"], api_keys_file=env["keys_file"], audit_url=postgres_url,
+                     allow_unsigned=True)
+    with TestClient(app2, base_url="http://localhost") as c:
         assert c.get("/readyz").status_code == 200  # the write probe is rolled back
         r = c.post("/v1/predict", json={"records": [RECORD] * 3}, headers=H)
         assert r.status_code == 200

@@ -50,7 +50,8 @@ def server(tmp_path_factory):
     bundle = build_uci_bundle(d / "bundle", "pooled_lr")
     keys = d / "keys.json"
     key = keys_add(keys, "clinic", ["predict", "read"])
-    app = create_app(bundle, api_keys_file=keys, audit_url=d / "audit.sqlite")
+    app = create_app(bundle, api_keys_file=keys, audit_url=d / "audit.sqlite",
+                     allow_unsigned=True)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                         access_log=False))

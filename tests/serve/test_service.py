@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from healthtransfer.bundle._demo import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
 from healthtransfer.serve import audit_export, create_app, keys_add  # noqa: E402
 
+BASE = "http://localhost"  # the Host allow-list accepts loopback names only
 RECORD = {"age": 58.0, "sex": 1, "cp": 4, "trestbps": 140.0, "chol": 240.0, "fbs": 0,
           "restecg": 0, "thalach": 140.0, "exang": 1, "oldpeak": 1.5}
 
@@ -33,13 +34,14 @@ def env(tmp_path_factory):
 
 def _app(env, audit_name="audit.sqlite", **kw):
     kw.setdefault("max_batch", 50)
+    kw.setdefault("allow_unsigned", True)  # signing is tested in test_security.py
     return create_app(env["bundle"], api_keys_file=env["keys_file"],
                       audit_url=kw.pop("audit_url", env["dir"] / audit_name), **kw)
 
 
 @pytest.fixture(scope="module")
 def client(env):
-    with TestClient(_app(env)) as c:
+    with TestClient(base_url=BASE, app=_app(env)) as c:
         yield c
 
 
@@ -182,7 +184,7 @@ def test_explain_sorted(client, env):
 
 
 def test_drift_alarms_on_shifted_data(env):
-    with TestClient(_app(env, "drift.sqlite", max_batch=200, drift_min_count=100)) as c:
+    with TestClient(base_url=BASE, app=_app(env, "drift.sqlite", max_batch=200, drift_min_count=100)) as c:
         r = c.post("/v1/predict", json={"records": _rows(150, "cleveland")}, headers=H(env))
         assert r.status_code == 200
         d = c.get("/v1/drift", headers=H(env, "read")).json()
@@ -192,12 +194,12 @@ def test_drift_alarms_on_shifted_data(env):
         d = c.get("/v1/drift", headers=H(env, "read")).json()
         assert d["alarm"] is True and d["status"] == "alarm"
         assert {f["name"] for f in d["features"] if f["alarm"]} >= {"age", "chol", "thalach"}
-        assert "healthtransfer_drift_alarm 1" in c.get("/metrics").text
+        assert "healthtransfer_drift_alarm 1" in c.get("/metrics", headers=H(env, "read")).text
 
 
 def test_metrics_are_prometheus_text(client, env):
     client.post("/v1/predict", json={"record": RECORD}, headers=H(env))
-    r = client.get("/metrics")
+    r = client.get("/metrics", headers=H(env, "read"))
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert "# TYPE healthtransfer_predictions_total counter" in r.text
     assert re.search(r'healthtransfer_http_requests_total\{method="POST",route="/v1/predict",'
@@ -232,7 +234,7 @@ def test_audit_concurrent_no_loss_and_restart(env, tmp_path):
     acked = []
     lock = threading.Lock()
 
-    with TestClient(app) as c:
+    with TestClient(app, base_url=BASE) as c:
         def worker(i):
             for j in range(25):
                 rec = dict(RECORD, age=float(30 + (i * 25 + j) % 60))
@@ -253,7 +255,7 @@ def test_audit_concurrent_no_loss_and_restart(env, tmp_path):
     assert rec["key_id"] == "admin" and len(rec["input_hash"]) == 64
 
     # restart: the log is kept and appended to
-    with TestClient(_app(env, audit_url=db)) as c:
+    with TestClient(base_url=BASE, app=_app(env, audit_url=db)) as c:
         assert c.post("/v1/predict", json={"records": [RECORD] * 3}, headers=H(env)).status_code == 200
         assert c.get("/v1/audit", headers=H(env, "read")).json()["count"] == 203
 
@@ -266,10 +268,10 @@ def test_audit_concurrent_no_loss_and_restart(env, tmp_path):
 
 def test_read_only_audit_fails_closed(env, tmp_path):
     db = tmp_path / "ro.sqlite"
-    with TestClient(_app(env, audit_url=db)) as c:  # create the database and table
+    with TestClient(base_url=BASE, app=_app(env, audit_url=db)) as c:  # create the database and table
         assert c.post("/v1/predict", json={"record": RECORD}, headers=H(env)).status_code == 200
     url = f"sqlite:///file:{db}?mode=ro&uri=true"
-    with TestClient(_app(env, audit_url=url)) as c:
+    with TestClient(base_url=BASE, app=_app(env, audit_url=url)) as c:
         r = c.post("/v1/predict", json={"record": RECORD}, headers=H(env))
         assert r.status_code == 503 and "audit" in r.json()["detail"]
         assert "predictions" not in r.json()
@@ -281,7 +283,7 @@ def test_read_only_audit_fails_closed(env, tmp_path):
                     reason="set HEALTHTRANSFER_TEST_POSTGRES_URL to test the PostgreSQL audit log")
 def test_postgres_audit(env):  # pragma: no cover - needs a server
     url = os.environ["HEALTHTRANSFER_TEST_POSTGRES_URL"]
-    with TestClient(_app(env, audit_url=url)) as c:
+    with TestClient(base_url=BASE, app=_app(env, audit_url=url)) as c:
         before = c.get("/v1/audit", headers=H(env, "read")).json()["count"]
         assert c.post("/v1/predict", json={"records": [RECORD] * 2}, headers=H(env)).status_code == 200
         assert c.get("/v1/audit", headers=H(env, "read")).json()["count"] == before + 2
@@ -294,9 +296,10 @@ def test_openapi_fuzz_no_server_errors(env, tmp_path):
     from hypothesis import strategies as st
     from schemathesis import GenerationMode
 
-    app = _app(env, audit_url=tmp_path / "fuzz.sqlite")
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    # schemathesis' ASGI client sends Host: testserver, allowed as a deployer would (--allowed-host)
+    app = _app(env, audit_url=tmp_path / "fuzz.sqlite", allowed_hosts=["testserver"])
     headers = H(env)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers=headers)
     failures = []
     for op in schema.get_all_operations():
         operation = op.ok()

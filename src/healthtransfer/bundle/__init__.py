@@ -1,7 +1,8 @@
 """Deployable bundles: the fitted preprocessing and model with their schema, reference
 statistics, metrics, model card and a manifest of sha256 digests. No pickle: scikit-learn
-objects go through ``skops.io`` with an explicit trusted-type list, torch weights through
-``safetensors``, everything else is JSON or Markdown.
+objects go through ``skops.io`` with an exact whitelist of types (:data:`TRUSTED_TYPES`), torch
+weights through ``safetensors``, everything else is JSON or Markdown. A bundle can be signed
+(Ed25519, :func:`sign_bundle`) and loaded only if a trusted key signed it.
 
 Example
 -------
@@ -10,11 +11,14 @@ Example
 >>> b.predict_proba([{"age": 63, "sex": 1, "cp": 1}])  # doctest: +SKIP
 """
 
-from ._load import ALLOWED_PREFIXES, Bundle, BundleError, load_bundle, verify_bundle
+from ._load import (TRUSTED_FUNCTIONS, TRUSTED_TYPES, Bundle, BundleError, load_bundle,
+                    verify_bundle)
+from ._sign import TrustStore, generate_keypair, sign_bundle
 from ._write import write_bundle
 
-__all__ = ["ALLOWED_PREFIXES", "Bundle", "BundleError", "export_onnx", "inspect_bundle",
-           "load_bundle", "verify_bundle", "write_bundle"]
+__all__ = ["TRUSTED_FUNCTIONS", "TRUSTED_TYPES", "Bundle", "BundleError", "TrustStore",
+           "export_onnx", "generate_keypair", "inspect_bundle", "load_bundle", "sign_bundle",
+           "verify_bundle", "write_bundle"]
 
 
 def export_onnx(bundle_dir, out_path=None):

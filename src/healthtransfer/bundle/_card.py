@@ -157,8 +157,8 @@ def render_card(*, schema: dict, training: dict, metrics: dict, version: str,
         "- Performance was measured on the target site's held-out rows only; other populations, "
         "measurement devices or coding practices may change it (the service's drift endpoint "
         "monitors incoming data against the training reference).",
-        "- Inputs outside the range seen in training are flagged; predictions for them are "
-        "extrapolations.",
+        "- Inputs outside the central range of the training data (1st-99th percentile, "
+        "narrower for small samples) are flagged; predictions for them are extrapolations.",
         "- Missing inputs are imputed with training medians (or a 'missing' category); many "
         "missing inputs make the estimate less reliable.",
         "- Subgroup results with few patients have wide intervals; check them before relying "

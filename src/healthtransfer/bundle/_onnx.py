@@ -208,8 +208,8 @@ def _random_inputs(bundle, n=256, seed=0) -> np.ndarray:
     for j, f in enumerate(bundle.schema["features"]):
         ref = bundle.reference["features"].get(f["name"], {})
         if f["kind"] == "numeric":
-            lo = ref.get("min") if ref.get("min") is not None else (f.get("range") or [0, 1])[0]
-            hi = ref.get("max") if ref.get("max") is not None else (f.get("range") or [0, 1])[1]
+            lo = ref.get("clip_low") if ref.get("clip_low") is not None else (f.get("range") or [0, 1])[0]
+            hi = ref.get("clip_high") if ref.get("clip_high") is not None else (f.get("range") or [0, 1])[1]
             X[:, j] = rng.uniform(lo, hi, n)
         else:
             cats = np.asarray(f.get("categories") or [0, 1], dtype=float)

@@ -1,17 +1,26 @@
 """Reference statistics of the training rows: aggregates only, never rows.
 
 For every input feature the bundle keeps what the service needs to monitor drift (PSI bins
-and their training shares), to flag unusual inputs (observed min/max, missing share) and to
-explain predictions (median or most frequent category). Numeric features are binned at the
-training deciles; categorical and binary features by category. Missing values are a bin of
-their own, so a rise in missingness is drift too.
+and their training shares), to flag unusual inputs (1st/99th percentiles, clipped further
+in for small samples, and the missing
+share) and to explain predictions (median or most frequent category). Numeric features are
+binned at the training deciles; categorical and binary features by category. Missing values
+are a bin of their own, so a rise in missingness is drift too.
+
+No published number is one patient's value: the observed minimum and maximum are never
+stored, and every quantile (range ends, bin edges, median) is published only where at least
+:data:`K_BEYOND` training values lie strictly beyond it on each side; otherwise it is left
+out (``None``, or one bin fewer).
 
 Example
 -------
 >>> import numpy as np, pandas as pd
 >>> ref = numeric_reference(pd.Series(np.arange(100.0)))
->>> len(ref["edges"]), ref["min"], ref["max"]
-(9, 0.0, 99.0)
+>>> len(ref["edges"]), ref["clip_low"], ref["clip_high"], ref["clip_q"], "min" in ref
+(9, 10.395, 88.605, 0.105, False)
+>>> r = numeric_reference(pd.Series(np.arange(2000.0)))
+>>> round(r["clip_low"], 2), round(r["clip_high"], 2), r["clip_q"]
+(19.99, 1979.01, 0.01)
 >>> bin_index(ref, np.array([-5.0, 50.0, np.nan])).tolist()
 [0, 5, 10]
 """
@@ -27,6 +36,23 @@ __all__ = ["build_reference", "numeric_reference", "categorical_reference", "bin
            "psi", "category_key"]
 
 N_QUANTILE_BINS = 10
+K_BEYOND = 10  # values that must lie beyond a published quantile on each side
+CLIP_Q = 0.01  # published range: 1st to 99th percentile (further in for small samples)
+
+
+def clip_quantile(n: int, k: int = K_BEYOND) -> float:
+    """The quantile at which the published range is clipped: the 1st/99th percentile, or
+    further in for small samples, so that ``k`` values lie beyond each end."""
+    return round(max(CLIP_Q, (k + 0.5) / max(n, 1)), 6)
+
+
+def safe_quantile(ok: np.ndarray, q: float, k: int = K_BEYOND) -> float | None:
+    """The ``q`` quantile of ``ok`` if at least ``k`` values lie strictly below and strictly
+    above it; else None (it would be close to one patient's value)."""
+    if ok.size == 0:
+        return None
+    v = float(np.quantile(ok, q))
+    return v if int(np.sum(ok < v)) >= k and int(np.sum(ok > v)) >= k else None
 
 
 def category_key(v) -> str:
@@ -46,10 +72,12 @@ def numeric_reference(values: pd.Series) -> dict:
     n = int(x.size)
     if ok.size == 0:
         return {"type": "numeric", "n": n, "missing_share": 1.0, "edges": [], "shares": [0.0, 1.0],
-                "labels": ["all", "missing"], "min": None, "max": None, "median": None,
+                "labels": ["all", "missing"], "clip_low": None, "clip_high": None,
+                "clip_q": None, "median": None,
                 "mean": None, "std": None}
-    qs = np.quantile(ok, np.linspace(0, 1, N_QUANTILE_BINS + 1)[1:-1])
-    edges = sorted({float(q) for q in qs})
+    q = clip_quantile(ok.size)
+    qs = [safe_quantile(ok, q) for q in np.linspace(0, 1, N_QUANTILE_BINS + 1)[1:-1]]
+    edges = sorted({float(q) for q in qs if q is not None})
     idx = np.searchsorted(np.asarray(edges), ok, side="left")
     counts = np.bincount(idx, minlength=len(edges) + 1).astype(float)
     counts = np.append(counts, float(n - ok.size))
@@ -65,9 +93,10 @@ def numeric_reference(values: pd.Series) -> dict:
         "edges": edges,
         "labels": labels,
         "shares": (counts / max(n, 1)).tolist(),
-        "min": float(ok.min()),
-        "max": float(ok.max()),
-        "median": float(np.median(ok)),
+        "clip_low": safe_quantile(ok, q),
+        "clip_high": safe_quantile(ok, 1 - q),
+        "clip_q": q,
+        "median": safe_quantile(ok, 0.5),
         "mean": float(ok.mean()),
         "std": float(ok.std(ddof=1)) if ok.size > 1 else 0.0,
     }

@@ -141,7 +141,9 @@ def _dump_skops(obj, file: Path, what: str) -> None:
         raise BundleError(f"{what} of type {type(obj).__name__} cannot be serialised with "
                           f"skops ({type(exc).__name__}: {exc})", where="write_bundle",
                           fix="use a method built from scikit-learn/numpy/torch parts") from None
-    check_trusted_types(sio.get_untrusted_types(data=data), f"write_bundle: {what}")
+    from ._skops_audit import skops_names
+
+    check_trusted_types(skops_names(data), f"write_bundle: {what}")
     file.write_bytes(data)
 
 
@@ -179,7 +181,7 @@ def write_bundle(out_dir, *, model, preprocessor, dataset, training_frame: pd.Da
     """Write the deployable bundle of a fitted ``preprocessor`` + ``model`` to ``out_dir``.
 
     ``training_frame`` is the harmonised DataFrame the final model was fitted on; only
-    aggregates of it are stored (bins, shares, min/max, medians), never rows. ``metrics`` is
+    aggregates of it are stored (bins, shares, clipped quantiles), never rows. ``metrics`` is
     any JSON-able dict (target-test metrics with CIs; ``overall``/``per_site``/``subgroups``
     keys render as tables in the card). ``extra`` may carry ``intended_use``, ``limits``,
     ``sources``, ``target`` and anything else worth recording in ``training.json``.

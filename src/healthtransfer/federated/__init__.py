@@ -43,7 +43,7 @@ the study as a Flower deployment on this machine, every part a separate process 
   rounds, the final evaluation; it writes the report to ``result.json`` and one line per round
   to ``progress.jsonl`` in the work folder.
 * one ``flower-supernode --insecure --superlink 127.0.0.1:P --port Q --node-config
-  "site='cleveland' data='.../sites/cleveland/rows.pkl'"`` per site - a hospital. Its own
+  "site='cleveland' data='.../sites/cleveland'"`` per site - a hospital. Its own
   ``flower-superexec`` starts a ``flwr-clientapp`` process per message, which runs our ClientApp
   (``healthtransfer.federated._apps:client_app``) on that site's rows only (the ``data`` file
   written for that node; a real site would instead give ``study=...`` pointing at its own data).

@@ -50,8 +50,7 @@ def _site_rows(study_path: str, site: str):
 def _site_file(path: str):
     import pandas as pd
 
-    d = pd.read_pickle(path)
-    return d["train"], d["test"]
+    return pd.read_parquet(f"{path}/train.parquet"), pd.read_parquet(f"{path}/test.parquet")
 
 
 def _client_fn(context: Context):

@@ -12,7 +12,8 @@ from flwr.client import NumPyClient
 from flwr.common import ConfigRecord, Context
 
 from . import _dp
-from ._preprocess import FederatedPreprocessor, coral_map, local_moments, local_stats
+from ._preprocess import (FederatedPreprocessor, coral_map, local_moments, local_stats,
+                          private_stats, stats_privacy)
 
 __all__ = ["SiteClient"]
 
@@ -61,7 +62,15 @@ class SiteClient(NumPyClient):
     def get_properties(self, config):
         phase = str(config.get("phase", "stats"))
         if phase == "stats":
-            st = local_stats(self.train, self.spec["numeric"], self.spec["categorical"])
+            # the noise level comes from this site's own plan, never from the request
+            mech = stats_privacy(self.cfg)
+            if mech is None:
+                st = local_stats(self.train, self.spec["numeric"], self.spec["categorical"])
+            else:
+                st = private_stats(self.train, self.spec["numeric"], self.spec["categorical"],
+                                   bounds=self.spec.get("bounds", {}),
+                                   levels=self.spec.get("levels", {}),
+                                   noise_multiplier=mech["noise_multiplier"])
             return {"site": self.site, "stats": json.dumps(st)}
         if phase == "moments":
             prep = FederatedPreprocessor.from_json(str(config["prep"]))

@@ -29,7 +29,7 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
+import subprocess  # nosec B404 # starts Flower's own executables, argument lists only
 import sys
 import tempfile
 import time
@@ -100,8 +100,10 @@ class LoopbackDeployment:
     # -- processes ---------------------------------------------------------------------------
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
         logf = open(self.workdir / f"{name}.log", "ab")
-        p = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             env=self.env, cwd=str(self.workdir), start_new_session=True)
+        # cmd is an argument list built here from flower_executable(); no shell
+        p = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,  # nosec B603 # see above
+                             stdin=subprocess.DEVNULL, env=self.env, cwd=str(self.workdir),
+                             start_new_session=True)
         logf.close()
         self.procs[name] = p
         self.all_pids.add(p.pid)
@@ -220,7 +222,7 @@ class LoopbackDeployment:
 
                 if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
                     continue
-            except Exception:
+            except Exception:  # nosec B110 # no psutil or the process vanished: count it alive
                 pass
             alive.append(pid)
         return alive
@@ -299,14 +301,14 @@ def deploy(cfg: dict, spec: dict, sites: list[str], study_path: str | Path | Non
     pending = dict(rejoin or {})
     t0 = time.time()
     site_data = {}
-    if frames is not None:  # each SuperNode gets a file holding only its own site's rows
-        import pandas as pd
-
+    if frames is not None:  # each SuperNode gets a folder holding only its own site's rows
         for s in sites:
             d = workdir / "sites" / s
             d.mkdir(parents=True, exist_ok=True)
-            pd.to_pickle({"train": frames[s][0], "test": frames[s][1]}, d / "rows.pkl")
-            site_data[s] = str(d / "rows.pkl")
+            # Parquet, not pickle: a file another process could swap must not run code on load
+            frames[s][0].to_parquet(d / "train.parquet")
+            frames[s][1].to_parquet(d / "test.parquet")
+            site_data[s] = str(d)
     dep = LoopbackDeployment(sites, workdir, site_data=site_data)
     try:
         with dep:

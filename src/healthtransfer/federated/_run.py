@@ -40,6 +40,7 @@ def plan_from_study(study) -> tuple[dict, dict, list[str], dict]:
     from ..data import load_dataset
     from ..errors import UserInputError
     from ..study.config import FederatedSection
+    from ._preprocess import stats_bounds
 
     fed = study.federated or FederatedSection()
     d = study.data
@@ -57,7 +58,8 @@ def plan_from_study(study) -> tuple[dict, dict, list[str], dict]:
         raise UserInputError(f"sites {missing} are not in the data", where="[federated] sites",
                              fix=f"choose among {ds.domains}")
     cfg = fed.model_dump()
-    spec = {"label": ds.label, "numeric": ds.numeric, "categorical": ds.categorical}
+    spec = {"label": ds.label, "numeric": ds.numeric, "categorical": ds.categorical,
+            **stats_bounds(ds.schema, ds.numeric, ds.categorical)}
     return cfg, spec, list(sites), site_frames(ds.frame, ds.domain, ds.label, sites, fed.test_fraction, fed.seed)
 
 

@@ -16,7 +16,7 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from . import _dp
 from ._models import get_weights, make_model
-from ._preprocess import FederatedPreprocessor, merge_stats
+from ._preprocess import FederatedPreprocessor, merge_stats, stats_privacy
 from ._strategy import make_strategy
 
 __all__ = ["server_main"]
@@ -113,6 +113,11 @@ def server_main(grid, context, cfg: dict, sites: list[str], *, fit_workflow_fact
                     per_site[site] = float(m["epsilon"])
         privacy.update(level="record", delta=priv["delta"], target_epsilon=priv["epsilon"],
                        epsilon_per_site=per_site, epsilon=max(per_site.values()) if per_site else None)
+    mech = stats_privacy(cfg)
+    privacy["preprocessing"] = mech or {"mechanism": "none: statistics sent in the clear "
+                                                     "(the run is not private)"}
+    if mech is not None:  # basic composition: an upper bound on the whole run's epsilon
+        privacy["epsilon_total"] = float(privacy.get("epsilon") or 0.0) + mech["epsilon"]
     sm = inner.site_metrics
     summary = {}
     for key in ("global_auroc", "global_accuracy", "finetuned_auroc", "finetuned_accuracy"):

@@ -79,7 +79,9 @@ def subgroup_table(predictions: list[dict], columns: list[str], numeric: list[st
         allsub = pd.concat([p["subgroups"] for p in ps])
         for col in columns:
             if col in numeric and allsub[col].nunique() > 5:
-                edges = np.unique(np.nanquantile(allsub[col].to_numpy(float), [0, 1 / 3, 2 / 3, 1]))
+                # open outer bins: the 0 and 1 quantiles would print one patient's value
+                edges = np.unique([-np.inf, *np.nanquantile(allsub[col].to_numpy(float),
+                                                            [1 / 3, 2 / 3]), np.inf])
             else:
                 edges = None
             per_level: dict[str, list] = {}

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import UserInputError
 
 __all__ = ["audit_export", "bundle_export_onnx", "bundle_inspect", "create_app", "keys_add",
-           "serve"]
+           "make_server", "serve"]
 
 
 def create_app(bundle_dir, **kw):
@@ -34,19 +34,21 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audit_db=None,
-          max_batch: int = 1000) -> None:
-    """Run the service with uvicorn (blocks). Binds 127.0.0.1 unless told otherwise; a
-    non-loopback host requires an API key file."""
+          max_batch: int = 1000, trust=None, allow_unsigned: bool = False, no_auth: bool = False,
+          allowed_hosts=()) -> None:
+    """Run the service with uvicorn (blocks). Closed by default: it needs an API key file
+    unless ``no_auth`` (then it binds loopback only and serves predict only), and a trust
+    store for the bundle's signature unless ``allow_unsigned``. Binds 127.0.0.1 unless told
+    otherwise; a specific non-loopback ``host`` is added to the Host allow-list."""
     try:
         import uvicorn
     except ImportError:
         raise UserInputError("the service needs the serve extra",
                              fix="pip install 'healthtransfer[serve]'") from None
-    if not _is_loopback(host) and api_keys is None:
-        raise UserInputError(f"refusing to serve on {host} without API keys",
-                             where="serve",
-                             fix="pass --api-keys FILE (create it with `healthtransfer serve keys "
-                                 "add`), or bind 127.0.0.1")
+    if no_auth and not _is_loopback(host):
+        raise UserInputError(f"refusing to serve on {host} without authentication",
+                             where="serve", fix="bind 127.0.0.1, or pass --api-keys FILE "
+                                                "instead of --no-auth")
     import logging
 
     logger = logging.getLogger("healthtransfer.serve")
@@ -56,9 +58,25 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audi
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
-    app = create_app(bundle, api_keys_file=api_keys, audit_url=audit_db, max_batch=max_batch)
-    uvicorn.run(app, host=host, port=int(port), access_log=False, log_level="info",
-                server_header=False)
+    hosts = list(allowed_hosts or ())
+    if not _is_loopback(host) and host not in ("0.0.0.0", "::"):  # nosec B104 # a comparison, not a bind
+        hosts.append(host)
+    app = create_app(bundle, api_keys_file=api_keys, audit_url=audit_db, max_batch=max_batch,
+                     no_auth=no_auth, trust=trust, allow_unsigned=allow_unsigned,
+                     allowed_hosts=hosts)
+    make_server(app, host, port).run()
+
+
+def make_server(app, host: str = "127.0.0.1", port: int = 8000, **config):
+    """A ``uvicorn.Server`` for ``app`` whose log cannot carry exception text or bodies."""
+    import uvicorn
+
+    from ._logging import install
+
+    config = uvicorn.Config(app, host=host, port=int(port), **{
+        "access_log": False, "log_level": "info", "server_header": False, **config})  # Config sets up uvicorn's loggers...
+    install()  # ...so the redacting filter goes onto them afterwards
+    return uvicorn.Server(config)
 
 
 def keys_add(file, key_id: str, scopes=("predict",)) -> str:

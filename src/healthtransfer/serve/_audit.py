@@ -1,7 +1,13 @@
 """The audit log: one row per prediction, in SQLite (WAL) or any SQLAlchemy database.
 
-Row: time (UTC ISO 8601), request id, key id, model version, sha256 of the canonical JSON of
-the input record, and the output (JSON: probability, class, flags). No input values.
+Row: time (UTC ISO 8601), request id, key id, model version, HMAC-SHA256 of the canonical JSON
+of the input record, and the output (JSON: probability, class, flags). No input values.
+
+The input hash is keyed with a per-service secret kept in a separate file (mode 0600), never
+in the database: a plain hash of a record is easy to reverse by enumerating the few trillion
+plausible records of a small schema, and the stored probability confirms a guess. With the
+key, whoever holds only the database cannot test guesses; the service can still match a
+record it is shown again.
 
 Writes are transactional; a batch's rows are committed together before the response is
 sent. If the database cannot be written (read-only file, full disk, server down) the write
@@ -24,11 +30,17 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import hashlib
+import hmac
 import json
+import os
+import secrets
 import threading
 from pathlib import Path
 
-__all__ = ["AuditLog", "AuditUnavailable", "audit_url", "input_hash", "export_csv"]
+from ..errors import UserInputError
+
+__all__ = ["AuditLog", "AuditUnavailable", "audit_url", "input_hasher", "load_secret",
+           "export_csv"]
 
 COLUMNS = ("id", "time", "request_id", "key_id", "model_version", "input_hash", "output")
 
@@ -45,9 +57,50 @@ def audit_url(path_or_url: str | Path) -> str:
     return f"sqlite:///{Path(s).expanduser().resolve()}"
 
 
-def input_hash(record: dict) -> str:
-    canon = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+def load_secret(path: str | Path) -> bytes:
+    """The 32-byte audit HMAC key in ``path`` (hex), created with mode 0600 if missing.
+
+    >>> import tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "audit.secret"
+    >>> load_secret(f) == load_secret(f) and len(load_secret(f)) == 32
+    True
+    """
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another worker created it first
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+    try:
+        key = bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"cannot read the audit secret ({type(exc).__name__})",
+                             where=str(path), fix="restore it from backup; a new one makes old "
+                                                  "hashes unmatchable") from None
+    if len(key) < 16:
+        raise UserInputError("the audit secret is shorter than 16 bytes", where=str(path),
+                             fix="delete it to have a new one created")
+    return key
+
+
+def input_hasher(secret: bytes):
+    """``record -> HMAC-SHA256(secret, canonical JSON of record)`` as 64 hex digits.
+
+    >>> h = input_hasher(b"k" * 32)
+    >>> h({"age": 63}) == h({"age": 63}) != input_hasher(b"j" * 32)({"age": 63})
+    True
+    """
+    def input_hash(record: dict) -> str:
+        canon = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+        return hmac.new(secret, canon.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    return input_hash
 
 
 class AuditLog:
@@ -76,7 +129,7 @@ class AuditLog:
                                "PRAGMA busy_timeout=30000"):
                     try:
                         cur.execute(pragma)
-                    except Exception:  # read-only database: writes will fail closed later
+                    except Exception:  # nosec B110 # read-only database: writes fail closed later
                         pass
                 cur.close()
         self.meta = MetaData()

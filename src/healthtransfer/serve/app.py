@@ -1,16 +1,24 @@
 """The prediction service: a FastAPI app serving one verified bundle.
 
-Endpoints (``/v1`` needs an API key when a key file is configured; see ``_auth``):
+Closed by default: every endpoint except ``/``, ``/static``, ``/healthz`` and ``/readyz`` needs an
+API key (see ``_auth``); ``no_auth=True`` is a local trial mode that serves predict only and
+only to loopback clients. Requests whose Host header is not on the allow-list are refused
+(DNS rebinding), bodies are bounded while they stream (``_limits``) and exception text never
+reaches the log (``_logging``).
+
+Endpoints:
 
 - ``POST /v1/predict`` (scope ``predict``): ``{"record": {...}}`` or ``{"records": [...]}`` (at
   most ``max_batch``). Returns per record the probability of the positive class, the
   predicted class, an uncertainty interval when the bundle's metrics carry a target-test
   calibration table, and flags for missing inputs and inputs outside the training range.
   Every prediction is written to the audit log before the response; if it cannot be, 503.
-- ``POST /v1/explain`` (scope ``predict``): per-feature contributions (see ``_explain``).
+- ``POST /v1/explain`` (scope ``predict``): per-feature contributions (see ``_explain``); it
+  returns a risk too, so it is audited and monitored for drift exactly like a prediction.
 - ``GET /v1/model`` (any key): model card, schema, metrics, versions.
 - ``GET /v1/drift`` and ``GET /v1/audit`` (scope ``read``).
-- ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus text), ``GET /`` (web page).
+- ``GET /metrics`` (Prometheus text), ``GET /docs``, ``GET /openapi.json`` (scope ``read``).
+- ``GET /healthz``, ``GET /readyz``, ``GET /`` (web page).
 
 Invalid input -> 422 ``{"errors": [{"loc", "type", "msg", "expected"}]}`` with no input values.
 Logs carry request ids, methods, paths, status codes and timings, never bodies.
@@ -29,18 +37,23 @@ from pathlib import Path
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from .. import __version__
 from ..bundle import load_bundle
+from ..errors import UserInputError
 from ..bundle._reference import category_key
-from ._audit import AuditLog, AuditUnavailable, audit_url as _audit_url, input_hash
-from ._auth import SCOPES, ApiKey, KeyStore
+from ._audit import AuditLog, AuditUnavailable, audit_url as _audit_url, input_hasher, load_secret
+from ._auth import ApiKey, KeyStore
 from ._drift import DriftMonitor
 from ._explain import explain_record
+from ._limits import BodyLimit
+from ._logging import install as _install_log_filter
 from ._schemas import request_models, safe_errors
 
 __all__ = ["create_app"]
@@ -48,6 +61,7 @@ __all__ = ["create_app"]
 log = logging.getLogger("healthtransfer.serve")
 STATIC = Path(__file__).parent / "static"
 _REQ_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
 class _Metrics:
@@ -142,20 +156,46 @@ def _uncertainty(metrics: dict, p: float):
 
 def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int = 1000,
                drift_window: int = 1000, drift_threshold: float = 0.25,
-               drift_min_count: int = 100) -> FastAPI:
+               drift_min_count: int = 100, no_auth: bool = False, trust=None,
+               allow_unsigned: bool = False, allowed_hosts=(), audit_secret=None) -> FastAPI:
     """The service for the bundle in ``bundle_dir``.
 
-    ``api_keys_file``: JSON key file (``serve keys add``); None disables authentication (for
-    local use only; the CLI refuses it on a non-loopback host). ``audit_url``: SQLAlchemy URL
-    or SQLite path; default ``audit.sqlite`` beside the bundle folder.
+    ``api_keys_file``: JSON key file (``serve keys add``), required unless ``no_auth`` (then
+    predict only, loopback clients only). ``trust``: public key(s) the bundle must be signed
+    by (see :mod:`healthtransfer.bundle._sign`); without it, ``allow_unsigned=True`` must say
+    that serving an unchecked bundle is intended. ``allowed_hosts``: Host header values
+    accepted besides the loopback names. ``audit_url``: SQLAlchemy URL or SQLite path; default
+    ``audit.sqlite`` beside the bundle folder. ``audit_secret``: file with the HMAC key of the
+    audit input hashes (created, mode 0600, if missing); default ``audit.secret`` beside the
+    bundle folder, never inside the audit database.
+
+    Example
+    -------
+    >>> app = create_app("out/bundle", api_keys_file="keys.json",  # doctest: +SKIP
+    ...                  trust="site-a.key.pub.pem")
     """
-    bundle = load_bundle(bundle_dir)
+    if api_keys_file is None and not no_auth:
+        raise UserInputError("refusing to start without API keys", where="serve",
+                             fix="pass --api-keys FILE (create it with `healthtransfer serve keys "
+                                 "add`), or --no-auth for a predict-only trial on loopback")
+    if api_keys_file is not None and no_auth:
+        raise UserInputError("--no-auth and --api-keys contradict each other", where="serve",
+                             fix="drop one of them")
+    if trust is None and not allow_unsigned:
+        raise UserInputError("refusing to serve a bundle whose origin is not checked",
+                             where="serve", fix="sign it (`healthtransfer bundle sign`) and pass "
+                                                "--trust PUBLIC_KEY, or pass --allow-unsigned")
+    _install_log_filter()
+    bundle = load_bundle(bundle_dir, trust=trust, allow_unsigned=allow_unsigned)
     bundle_dir = Path(bundle_dir)
     store = KeyStore.load(api_keys_file) if api_keys_file is not None else None
     if store is None:
-        log.warning("no API key file: authentication is disabled (local use only)")
+        log.warning("NO AUTHENTICATION (--no-auth): predict only, loopback clients only; "
+                    "not for patient care")
     audit = AuditLog(_audit_url(audit_url if audit_url is not None
                                 else bundle_dir.parent / "audit.sqlite"))
+    input_hash = input_hasher(load_secret(audit_secret if audit_secret is not None
+                                          else bundle_dir.parent / "audit.secret"))
     drift = DriftMonitor(bundle.reference, bundle.feature_names, window=drift_window,
                          threshold=drift_threshold, min_count=drift_min_count)
     metrics = _Metrics()
@@ -168,6 +208,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
         title="healthtransfer prediction service",
         version=__version__,
         description=f"Serves bundle {bundle.model_version}. " + __doc__.split("\n\n")[0],
+        docs_url=None, redoc_url=None, openapi_url=None,  # served below, behind a read key
     )
     app.state.bundle, app.state.audit, app.state.drift = bundle, audit, drift
 
@@ -177,8 +218,15 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     def require(scope):
         def dep(request: Request, x_api_key: str | None = Depends(api_key_header),
                 cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ApiKey:
-            if store is None:
-                key = ApiKey("anonymous", SCOPES)
+            if store is None:  # --no-auth: predict only, and only from this machine
+                client = request.client.host if request.client else ""
+                if client not in ("127.0.0.1", "::1"):
+                    raise HTTPException(403, "this service runs without authentication and "
+                                             "answers only loopback clients")
+                key = ApiKey("anonymous", ("predict",))
+                if scope is not None and scope not in key.scopes:
+                    raise HTTPException(403, "this service runs without authentication "
+                                             "(--no-auth): only prediction is available")
             else:
                 token = x_api_key or (cred.credentials if cred is not None else None)
                 if not token:
@@ -201,15 +249,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
         rid = rid if _REQ_ID.match(rid) else uuid.uuid4().hex
         request.state.request_id = rid
         t0 = time.perf_counter()
-        try:
-            length = int(request.headers.get("content-length") or 0)
-        except ValueError:
-            length = 0
-        if length > max_body:
-            response = JSONResponse({"detail": f"request body too large (limit {max_body} bytes)",
-                                     "request_id": rid}, status_code=413)
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         dt = time.perf_counter() - t0
         route = getattr(request.scope.get("route"), "path", None) or "unmatched"
         metrics.observe(request.method, route, response.status_code, dt)
@@ -222,6 +262,12 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
                  getattr(request.state, "key_id", "-"), request.method, route,
                  response.status_code, 1000 * dt)
         return response
+
+    # Outermost last: the Host check and the body limit run before anything else reads
+    # the request, the body limit before any JSON parsing.
+    app.add_middleware(BodyLimit, max_body=max_body)
+    app.add_middleware(TrustedHostMiddleware,
+                       allowed_hosts=[*LOOPBACK_HOSTS, *[str(h) for h in allowed_hosts or ()]])
 
     def _rid(request: Request) -> str:
         return getattr(request.state, "request_id", "-")
@@ -260,7 +306,8 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
                 continue
             r = ref.get(name, {})
             if r.get("type") == "numeric":
-                if r.get("min") is not None and not (r["min"] <= v <= r["max"]):
+                lo, hi = r.get("clip_low"), r.get("clip_high")
+                if (lo is not None and v < lo) or (hi is not None and v > hi):
                     outside.append(name)
             elif r.get("observed_categories") is not None:
                 if category_key(v) not in r["observed_categories"]:
@@ -281,6 +328,21 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
                         "uncertainty": _uncertainty(bundle.metrics, p)})
         return frame, out
 
+    def _record(request: Request, key: ApiKey, items, frame, preds, endpoint: str) -> str:
+        """Audit (or raise AuditUnavailable: fail closed), then count and monitor drift:
+        one rule for every response that carries a risk."""
+        rid = _rid(request)
+        audit.append([{"request_id": rid, "key_id": key.id, "model_version": bundle.model_version,
+                       "input_hash": input_hash(rec),
+                       "output": {"probability": p["probability"], "class": p["class"],
+                                  "flagged": p["flagged"], "endpoint": endpoint}}
+                      for rec, p in zip(items, preds)])
+        drift.update(frame)
+        with metrics.lock:
+            metrics.predictions += len(preds)
+            metrics.flagged += sum(p["flagged"] for p in preds)
+        return rid
+
     @app.post("/v1/predict", tags=["prediction"],
               responses={401: {"description": "no or invalid API key"},
                          403: {"description": "key lacks the predict scope"},
@@ -291,28 +353,24 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
         """Risk for one record or a batch; every prediction is audited before it is returned."""
         items = body.items()
         frame, preds = _predict(items)
-        rid = _rid(request)
-        audit.append([{"request_id": rid, "key_id": key.id, "model_version": bundle.model_version,
-                       "input_hash": input_hash(rec),
-                       "output": {"probability": p["probability"], "class": p["class"],
-                                  "flagged": p["flagged"]}}
-                      for rec, p in zip(items, preds)])
-        drift.update(frame)
-        with metrics.lock:
-            metrics.predictions += len(preds)
-            metrics.flagged += sum(p["flagged"] for p in preds)
+        rid = _record(request, key, items, frame, preds, "predict")
         return {"request_id": rid, "model_version": bundle.model_version,
                 "positive_class": bundle.classes[bundle.positive_index], "predictions": preds}
 
     @app.post("/v1/explain", tags=["prediction"],
               responses={401: {"description": "no or invalid API key"},
-                         403: {"description": "key lacks the predict scope"}})
+                         403: {"description": "key lacks the predict scope"},
+                         413: {"description": "body too large"},
+                         503: {"description": "audit log unavailable: fail closed"}})
     def explain(body: ExplainRequest, request: Request,
                 key: ApiKey = Depends(require("predict"))):
-        """Per-feature contributions to the log-odds, largest magnitude first."""
+        """Per-feature contributions to the log-odds, largest magnitude first. It carries the
+        risk, so it is audited (fail closed) like a prediction."""
         rec = body.record.model_dump(by_alias=True)
         out = explain_record(bundle, rec)
-        out.update(request_id=_rid(request), model_version=bundle.model_version)
+        frame, preds = _predict([rec])
+        out.update(request_id=_record(request, key, [rec], frame, preds, "explain"),
+                   model_version=bundle.model_version)
         return out
 
     # -- model, drift, audit ------------------------------------------------------------------
@@ -329,9 +387,11 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
             "metrics": bundle.metrics,
             "training": {k: bundle.training.get(k) for k in
                          ("dataset", "domains", "n_rows", "sources", "target", "created")},
-            "training_ranges": {n: [r.get("min"), r.get("max")] for n, r in ref.items()
+            # clipped quantiles (never a single patient's value; see bundle._reference)
+            "training_ranges": {n: [r.get("clip_low"), r.get("clip_high")] for n, r in ref.items()
                                 if r.get("type") == "numeric"},
             "max_batch": max_batch,
+            "auth": "none: predict only, loopback only" if store is None else "api-key",
         }
 
     @app.get("/v1/drift", tags=["monitoring"],
@@ -366,14 +426,29 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
         return {"status": "ready", "model_version": bundle.model_version}
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
-    def prometheus():
+    def prometheus(key: ApiKey = Depends(require("read"))):
         return PlainTextResponse(metrics.render(drift.status(), bundle.model_version),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(key: ApiKey = Depends(require("read"))):
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(key: ApiKey = Depends(require("read"))):
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
+
     # -- web page -----------------------------------------------------------------------------
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    if store is None:  # say it on the page, not only in the log
+        page = page.replace("<main>", '<main>\n<p class="warning" id="no-auth-banner" '
+                            'role="alert">This service runs WITHOUT authentication '
+                            '(--no-auth): prediction only, from this computer only. '
+                            'Not for patient care.</p>', 1)
+
     @app.get("/", include_in_schema=False)
     def index():
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+        return HTMLResponse(page)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

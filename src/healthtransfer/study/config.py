@@ -161,6 +161,8 @@ class PrivacySection(_Strict):
     max_grad_norm: float = Field(default=1.0, gt=0, description="per-example clip (dp-sgd)")
     clipping_norm: float = Field(default=1.0, gt=0, description="per-update clip (client-clipping)")
     noise_multiplier: float | None = Field(default=None, ge=0, description="client-clipping noise; default from epsilon")
+    stats_epsilon: float = Field(default=1.0, gt=0, description="epsilon of the preprocessing "
+                                 "statistics (Gaussian mechanism) in a private run")
 
 
 class FederatedSection(_Strict):
