@@ -33,7 +33,7 @@ DEFAULT_METHODS = [
     "iw_domain_lr",             # instance: domain-classifier importance weights
     "coral_lr",                 # feature: CORAL alignment of second moments
     "linear_prior",             # model: target fit shrunk toward the source solution
-    "graph_label_propagation",  # relation: labels spread over a cross-domain neighbour graph
+    "relation_imputation_lr",   # relation: features a site lacks imputed from relations learned elsewhere
 ]
 # added to the defaults when the study names a `reference_score` (an existing clinical score):
 # the ways to transfer *from* that score, which the selection must weigh against it

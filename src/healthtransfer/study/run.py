@@ -159,7 +159,7 @@ def default_methods(study: Study, reference_score: str | None = None) -> list[st
     >>> s = Study.model_validate({"study": {"name": "x"}, "data": {"dataset": "uci_heart"},
     ...                           "transfer": {"sources": ["cleveland"], "target": "va"}})
     >>> default_methods(s)[-1]
-    'graph_label_propagation'
+    'relation_imputation_lr'
     """
     has_reference = bool(reference_score or study.data.reference_score)
     return DEFAULT_METHODS + (REFERENCE_METHODS if has_reference else [])
