@@ -160,7 +160,7 @@ def format_summary(df, *, width: int = 80) -> str:
             label = m if len(m) <= name_w - 1 else m[: name_w - 2] + "~"
             lines.append(f"{label:<{name_w}}{cells}")
     lines.append("")
-    lines.append("'selected' is the recommendation, chosen without test labels; the others are for comparison.")
+    lines.append("'selected': the recommendation, chosen without test labels; the rest compare.")
     return "\n".join(lines)
 
 
