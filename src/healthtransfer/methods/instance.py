@@ -32,7 +32,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.preprocessing import StandardScaler
 
-from ._base import DomainSplit, TransferClassifier
+from .._label_shift import bbse_prior, em_prior
+from ._base import DomainSplit, TransferClassifier, proba_full
 from ._spec import MethodSpec
 from ._skada import import_skada, skada_context, skada_domains
 from .baselines import make_base_estimator
@@ -52,14 +53,6 @@ def _base(estimator, random_state):
     if estimator is None:
         return make_base_estimator("lr", random_state)
     return clone(estimator)
-
-
-def _proba_full(est, X, n_classes):
-    """``est.predict_proba`` with columns for classes the estimator never saw put back at 0."""
-    p = est.predict_proba(X)
-    out = np.zeros((X.shape[0], n_classes))
-    out[:, np.asarray(est.classes_).astype(int)] = p
-    return out
 
 
 def _combine(split: DomainSplit, w_source, target_weight=1.0):
@@ -139,7 +132,7 @@ class _ReweightBase(TransferClassifier):
         self.estimator_ = fit_weighted(_base(self.estimator, self.random_state), X, y, sw)
 
     def _predict_proba(self, X, sample_domain):
-        return _proba_full(self.estimator_, X, len(self.classes_))
+        return proba_full(self.estimator_, X, len(self.classes_))
 
 
 # -- domain-classifier importance weighting ----------------------------------------------
@@ -474,53 +467,10 @@ class TrAdaBoost(TransferClassifier):
     def _predict_proba(self, X, sample_domain):
         nc = len(self.classes_)
         a = self.estimator_weights_ / self.estimator_weights_.sum()
-        return sum(ai * _proba_full(h, X, nc) for ai, h in zip(a, self.estimators_))
+        return sum(ai * proba_full(h, X, nc) for ai, h in zip(a, self.estimators_))
 
 
 # -- label shift --------------------------------------------------------------------------
-def em_prior(proba, train_prior, max_iter=200, tol=1e-7, labelled_counts=None,
-             return_n_iter=False):
-    """EM / MLLS estimate of the target class prior (Saerens et al. 2002).
-
-    ``proba`` are source-model posteriors on the unlabelled target rows, ``train_prior`` the
-    class prior the model was trained with. ``labelled_counts`` (per class) of labelled target
-    rows enter the prior update as known responsibilities.
-
-    >>> import numpy as np
-    >>> proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])  # trained with prior 0.5/0.5
-    >>> em_prior(proba, np.array([0.5, 0.5])).round(2)
-    array([0.42, 0.58])
-    """
-    proba = np.clip(np.asarray(proba, float), 1e-12, None)
-    prior0 = np.clip(np.asarray(train_prior, float), 1e-12, None)
-    counts = np.zeros_like(prior0) if labelled_counts is None else np.asarray(labelled_counts, float)
-    n = proba.shape[0] + counts.sum()
-    prior = prior0.copy()
-    it = 0
-    for it in range(1, max_iter + 1):
-        post = proba * (prior / prior0)
-        post /= post.sum(axis=1, keepdims=True)
-        new = (post.sum(axis=0) + counts) / n
-        new = np.clip(new, 1e-6, None)
-        new /= new.sum()
-        if np.max(np.abs(new - prior)) < tol:
-            prior = new
-            break
-        prior = new
-    return (prior, it) if return_n_iter else prior
-
-
-def bbse_prior(y_true, y_pred_heldout, pred_target, n_classes, train_prior):
-    """Black-box shift estimation (Lipton et al. 2018): solve C w = mu for the weights."""
-    C = np.zeros((n_classes, n_classes))
-    np.add.at(C, (y_pred_heldout, y_true), 1.0)
-    C /= len(y_true)
-    mu = np.bincount(pred_target, minlength=n_classes) / max(len(pred_target), 1)
-    w, *_ = np.linalg.lstsq(C + 1e-6 * np.eye(n_classes), mu, rcond=None)
-    prior = np.clip(w * train_prior, 1e-6, None)
-    return prior / prior.sum()
-
-
 class LabelShiftEM(TransferClassifier):
     """Correct the class prior for label shift: EM / MLLS (Saerens et al. 2002) or BBSE.
 
@@ -539,8 +489,11 @@ class LabelShiftEM(TransferClassifier):
     method : {"em", "bbse"}
     shrink : float in [0, 1)
     max_iter : int
-        EM iterations.
+        EM iterations (more than two classes; two classes are solved exactly).
     random_state : int or None
+
+    The estimators are :mod:`healthtransfer._label_shift`'s, the ones the shift diagnostics
+    report: EM, or soft BBSE (out-of-fold probabilities, non-negative least squares).
 
     Example
     -------
@@ -579,29 +532,31 @@ class LabelShiftEM(TransferClassifier):
             else:
                 prior = self.source_prior_.copy()
         elif self.method == "em":
-            proba = _proba_full(self.estimator_, Xu, nc)
-            prior, self.n_iter_ = em_prior(proba, self.source_prior_, self.max_iter,
-                                           labelled_counts=counts, return_n_iter=True)
+            proba = proba_full(self.estimator_, Xu, nc)
+            prior, _, self.n_iter_ = em_prior(proba, self.source_prior_, labelled_counts=counts,
+                                              max_iter=self.max_iter, return_n_iter=True)
         else:
-            prior = self._bbse(split, X, y, w, Xu, counts)
-        prior = (1 - self.shrink) * prior + self.shrink * self.source_prior_
+            prior = self._bbse(split, X, y, Xu, counts)
+        # a prior of exactly 0 would zero a class's probability on every target row
+        prior = np.clip(prior, 1e-6, None)
+        prior = (1 - self.shrink) * prior / prior.sum() + self.shrink * self.source_prior_
         self.target_prior_ = prior / prior.sum()
 
-    def _bbse(self, split, X, y, w, Xu, counts):
+    def _bbse(self, split, X, y, Xu, counts):
         nc = split.n_classes
         n_splits = int(min(5, np.bincount(y, minlength=nc).min()))
-        if n_splits < 2:
-            proba = _proba_full(self.estimator_, Xu, nc)
-            return em_prior(proba, self.source_prior_, self.max_iter, labelled_counts=counts)
-        cv = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
-        held = cross_val_predict(_base(self.estimator, self.random_state), X, y, cv=cv)
-        pred_t = np.argmax(_proba_full(self.estimator_, Xu, nc), axis=1)
-        prior = bbse_prior(y, held.astype(int), pred_t, nc, self.source_prior_)
-        n_u = Xu.shape[0]
-        return (prior * n_u + counts) / (n_u + counts.sum())
+        proba = proba_full(self.estimator_, Xu, nc)
+        if n_splits >= 2:
+            cv = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
+            held = cross_val_predict(_base(self.estimator, self.random_state), X, y, cv=cv, method="predict_proba")
+            prior = bbse_prior(held, y, proba, self.source_prior_, labelled_counts=counts)
+            if np.all(np.isfinite(prior)):
+                return prior
+        # too few rows per class for held-out predictions, or a degenerate solve: EM
+        return em_prior(proba, self.source_prior_, labelled_counts=counts, max_iter=self.max_iter)[0]
 
     def _predict_proba(self, X, sample_domain):
-        p = _proba_full(self.estimator_, X, len(self.classes_))
+        p = proba_full(self.estimator_, X, len(self.classes_))
         adj = p * (self.target_prior_ / self.source_prior_)
         adj /= np.clip(adj.sum(axis=1, keepdims=True), 1e-300, None)
         tgt = np.asarray(sample_domain) < 0

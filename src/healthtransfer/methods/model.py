@@ -36,7 +36,7 @@ from scipy.special import expit, log_softmax, logsumexp
 from sklearn.impute import SimpleImputer
 from sklearn.tree import DecisionTreeRegressor
 
-from ._base import DomainSplit, TransferClassifier
+from ._base import DomainSplit, TransferClassifier, proba_full
 from ._spec import MethodSpec
 from .baselines import make_base_estimator
 
@@ -70,15 +70,6 @@ def _enough_for_slope(y: np.ndarray, n_classes: int, min_n: int = 20, min_per_cl
         return False
     counts = np.bincount(y, minlength=n_classes)
     return bool(counts.min() >= min_per_class)
-
-
-def proba_full(est, X, n_classes: int) -> np.ndarray:
-    """``est.predict_proba(X)`` with the columns of classes ``est`` never saw put back at 0
-    (``est`` was fitted on encoded labels 0..n_classes-1)."""
-    p = est.predict_proba(X)
-    out = np.zeros((X.shape[0], n_classes))
-    out[:, np.asarray(est.classes_).astype(int)] = p
-    return out
 
 
 def log_proba(p: np.ndarray) -> np.ndarray:
