@@ -253,7 +253,7 @@ class MinibatchOT(_FeatureBase):
                 np.r_[y, split.ys]
             w = None
         self.n_features_out_ = X.shape[1]
-        from .instance import _base
+        from ._rows import _base
 
         self.estimator_ = _base(self.estimator, self.random_state).fit(X, y, sample_weight=w)
 

@@ -37,10 +37,10 @@ from sklearn.covariance import ledoit_wolf
 from sklearn.preprocessing import StandardScaler
 
 from ._base import DomainSplit, TransferClassifier, proba_full
-from ._spec import MethodSpec
+from ._rows import _base, _combine, fit_weighted
 from ._skada import import_skada, skada_context, skada_domains
+from ._spec import MethodSpec
 from .baselines import make_base_estimator
-from .instance import _base, _combine, fit_weighted
 
 __all__ = [
     "DomainStandardization",
