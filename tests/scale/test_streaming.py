@@ -165,7 +165,7 @@ def test_batch_harmonisation_equals_harmonise(seed):
 def test_batch_harmonisation_falls_back_for_errors():
     import pyarrow as pa
 
-    from healthtransfer.data.streaming import _harmonise_arrow, _harmonise_batch
+    from healthtransfer.data.streaming import _harmonise_batch
     from healthtransfer.errors import UserInputError
 
     batch = _rich_batch(500, 0)
