@@ -87,7 +87,11 @@ def _harmonise_arrow(batch, schema: DatasetSchema, want, source):
 
     def column(c) -> pd.Series:
         if c not in series:  # the same conversion as batch.to_pandas() makes of the column
-            series[c] = batch.select([c]).to_pandas()[c]
+            arr = batch.column(c)
+            if pa.types.is_floating(arr.type):  # the direct way for floats (nulls become NaN)
+                series[c] = pd.Series(arr.to_numpy(zero_copy_only=False), name=c)
+            else:
+                series[c] = batch.select([c]).to_pandas()[c]
         return series[c]
 
     # per site, the raw column each harmonised name comes from (the renames of harmonise)
@@ -116,7 +120,11 @@ def _harmonise_arrow(batch, schema: DatasetSchema, want, source):
                 continue
             groups.setdefault((c, rule_key(rules[k], f)), []).append(k)
         for (c, _), ks in groups.items():
-            rows = np.flatnonzero(np.isin(codes, ks)) if len(ks) < K else None
+            rows = None
+            if len(ks) < K:
+                pick = np.zeros(K, bool)
+                pick[ks] = True
+                rows = np.flatnonzero(pick[codes])
             values = column(c) if rows is None else column(c).iloc[rows].reset_index(drop=True)
             cg = codes if rows is None else codes[rows]
             try:
@@ -131,7 +139,8 @@ def _harmonise_arrow(batch, schema: DatasetSchema, want, source):
             miss_raw = np.bincount(cg[res.missing_raw], minlength=K)
             miss = np.bincount(cg[res.missing], minlength=K)
             if f in pos:
-                out = res.values.to_numpy(float, na_value=np.nan)
+                v = res.values
+                out = v.to_numpy() if v.dtype == np.float64 else v.to_numpy(float, na_value=np.nan)
                 if rows is None:
                     X[:, pos[f]] = out
                 else:

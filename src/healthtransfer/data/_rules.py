@@ -146,7 +146,8 @@ def harmonise_column(values: pd.Series, feat: FeatureSpec, rules: SiteSpec, *, w
     res = ColumnResult(values=values, missing_raw=values.isna().to_numpy(dtype=bool))
     sent = _is_sentinel(values, rules.missing_values.get(col, []))
     res.n_sentinel = sent
-    values = values.mask(sent)
+    if sent.any():
+        values = values.mask(sent)
     if col in rules.code_maps:
         cmap = {str(k): v for k, v in rules.code_maps[col].items()}
         text = _as_text(values)
@@ -164,30 +165,36 @@ def harmonise_column(values: pd.Series, feat: FeatureSpec, rules: SiteSpec, *, w
         values = mapped
     if is_numeric(feat):
         num = pd.to_numeric(values, errors="coerce")
-        bad = values.notna() & num.isna()
-        if bad.any():
+        if not (isinstance(values.dtype, np.dtype) and values.dtype.kind in "iuf"):  # text can hide here
+            bad = values.notna() & num.isna()
+            if bad.any():
+                raise UserInputError(
+                    f"{int(bad.sum())} of {len(values)} values are not numbers",
+                    where=where,
+                    fix=f"list '{col}' under `categorical` if it is a category, add the text "
+                    "to the site's `missing_values` if it means 'not measured', or clean the export",
+                )
+        # numpy from here (a float column keeps its width until the end, as pandas would)
+        if isinstance(num.dtype, np.dtype) and num.dtype.kind == "f":
+            x = num.to_numpy(copy=True)
+        else:
+            x = num.to_numpy(dtype=float, na_value=np.nan)
+        if np.isinf(x).any():
             raise UserInputError(
-                f"{int(bad.sum())} of {len(values)} values are not numbers",
-                where=where,
-                fix=f"list '{col}' under `categorical` if it is a category, add the text "
-                "to the site's `missing_values` if it means 'not measured', or clean the export",
-            )
-        if np.isinf(num).any():
-            raise UserInputError(
-                f"{int(np.isinf(num).sum())} values are infinite",
+                f"{int(np.isinf(x).sum())} values are infinite",
                 where=where,
                 fix="replace them with an empty field (missing) or the real measurement",
             )
         if col in rules.units:
             conv = rules.units[col]
-            res.n_converted = num.notna().to_numpy(dtype=bool)
-            num = num * conv.factor + conv.offset
+            res.n_converted = ~np.isnan(x)
+            x = x * conv.factor + conv.offset
         if feat.range is not None:
             lo, hi = feat.range
-            oor = num.notna() & ((num < lo) | (num > hi))
-            res.n_out_of_range = oor.to_numpy(dtype=bool)
-            num = num.mask(oor)
-        values = num.astype(float)
+            oor = ~np.isnan(x) & ((x < lo) | (x > hi))
+            res.n_out_of_range = oor
+            x[oor] = np.nan
+        values = pd.Series(x.astype(float, copy=False), index=num.index, name=num.name)
     elif feat.categories is not None and col not in rules.code_maps:
         text = _as_text(values)
         unknown = values.notna() & ~text.isin([str(c) for c in feat.categories])
