@@ -28,14 +28,14 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
+from healthtransfer.data.sources import HEART_CATEGORICAL as CATEGORICAL
+from healthtransfer.data.sources import HEART_FEATURES as FEATURES
 from healthtransfer.data.sources import UCI_COLUMNS, UCI_SITES
 from healthtransfer.federated._models import make_model, predict_proba, train_local
 from healthtransfer.federated._preprocess import FederatedPreprocessor, local_stats, merge_stats
 from healthtransfer.federated._run import simulate
 from healthtransfer.study.config import FederatedSection
 
-FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak"]
-CATEGORICAL = ["cp", "restecg"]
 NUMERIC = [f for f in FEATURES if f not in CATEGORICAL]
 SPEC = {"label": "disease", "numeric": NUMERIC, "categorical": CATEGORICAL}
 OUT = Path(__file__).parent / "results"

@@ -20,7 +20,7 @@ from _common import (  # noqa: E402
     BASELINES, SKADA_DEFAULT, BenchConfig, _fmt, make_pairs, apply_cli, base_parser, per_target, run_or_report,
 )
 
-FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak"]
+from healthtransfer.data.sources import HEART_FEATURES as FEATURES  # noqa: E402
 TARGETS = ["hungarian", "va", "switzerland"]
 # Every registered method at its defaults, as of this benchmark (the reference-score ones do not
 # apply: heart has no reference score). The large-n approximations added later

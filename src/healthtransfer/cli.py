@@ -28,9 +28,6 @@ app.add_typer(data_app, name="data")
 
 _state: dict = {"debug": False, "argv": None}
 
-HEART_FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak"]
-
-
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is when a record is emitted, so a handler installed by
     one in-process invocation (tests, notebooks, CliRunner) never writes to a closed stream."""
@@ -75,6 +72,7 @@ def _guard(fn, *args, **kwargs):
 
 def demo_study(seeds: int = 5):
     """The bundled study: Cleveland as source, each other UCI heart hospital as target."""
+    from .data.sources import HEART_FEATURES
     from .study import Study
     from .study.config import DEMO_METHODS
 

@@ -121,12 +121,14 @@ def test_other_minor_version_is_refused(copy, version):
         verify_bundle(copy)
 
 
-def test_patch_version_difference_is_accepted(copy):
+def test_patch_version_difference_is_accepted(copy, lr_bundle):
     m = json.loads((copy / "manifest.json").read_text())
     major, minor, _ = m["healthtransfer_version"].split(".")
     m["healthtransfer_version"] = f"{major}.{minor}.99"
     (copy / "manifest.json").write_text(json.dumps(m))
-    load_bundle(copy)
+    # accepted, and the model it loads is the one that was written
+    test = uci_frames()[2]
+    np.testing.assert_array_equal(load_bundle(copy).predict_proba(test), load_bundle(lr_bundle).predict_proba(test))
 
 
 def test_untrusted_types_are_refused():

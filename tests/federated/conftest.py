@@ -1,8 +1,9 @@
 import pytest
 
+from healthtransfer.data.sources import HEART_FEATURES as FEATURES
+
 pytest.importorskip("flwr")
 
-FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak"]
 SITES = ["cleveland", "hungarian", "switzerland", "va"]
 
 

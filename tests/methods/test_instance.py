@@ -82,7 +82,7 @@ def test_label_shift_leaves_source_rows_alone():
 
 
 def test_em_prior_with_labelled_rows_only_counts_them():
-    prior = em_prior(np.empty((0, 2)), np.array([0.5, 0.5]), labelled_counts=[1, 9])
+    prior, _ = em_prior(np.empty((0, 2)), np.array([0.5, 0.5]), labelled_counts=[1, 9])
     np.testing.assert_allclose(prior, [0.1, 0.9], atol=1e-6)
 
 

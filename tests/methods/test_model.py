@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
@@ -338,20 +336,8 @@ def test_methods_registered():
         make_method(name, random_state=0)
 
 
-def test_timing_heart_sized(capsys):
-    """Not a timed test: prints fit times on a heart-sized pair (300 + 150 rows, 20 cols)."""
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(450, 20))
-    X[rng.random(X.shape) < 0.05] = np.nan
-    y = (rng.random(450) < 0.4).astype(int)
-    d = np.r_[np.ones(300, int), -np.ones(150, int)]
-    y[300 + 40:] = -1
-    times = {}
-    for name in ("continued_boosting", "linear_prior", "stacking_lr", "stacking_gbm",
-                 "recalibration_lr", "recalibration_gbm", "reference_recalibration",
-                 "reference_stacking", "reference_boosting"):
-        t0 = time.perf_counter()
-        make_method(name, random_state=0).fit(X, y, sample_domain=d).predict_proba(X[300:])
-        times[name] = round(time.perf_counter() - t0, 3)
-    with capsys.disabled():
-        print("\n[model timing, s]", times)
+def test_heart_sized_fits_are_valid_reproducible_and_use_target_labels(check_fits_heart_sized):
+    """Fit times of the same problem: ``benchmarks/fit_times.py``."""
+    check_fits_heart_sized(("continued_boosting", "linear_prior", "stacking_lr", "stacking_gbm",
+                            "recalibration_lr", "recalibration_gbm", "reference_recalibration",
+                            "reference_stacking", "reference_boosting"))

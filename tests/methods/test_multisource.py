@@ -177,19 +177,7 @@ def test_heart_leave_one_hospital_out(capsys):
         assert np.mean(v) > -0.01, (k, v)
 
 
-def test_timing_heart_sized(capsys):
-    """Not a timed test: prints fit times on a heart-sized set (3 x 100 + 150 rows, 20 cols)."""
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(450, 20))
-    X[rng.random(X.shape) < 0.05] = np.nan
-    y = (rng.random(450) < 0.4).astype(int)
-    d = np.r_[np.repeat([1, 2, 3], 100), -np.ones(150, int)]
-    y[300 + 40:] = -1
-    times = {}
-    for name in ("source_weighting_lr", "source_weighting_gbm", "source_mixture_lr",
-                 "source_mixture_gbm"):
-        t0 = time.perf_counter()
-        make_method(name, random_state=0).fit(X, y, sample_domain=d).predict_proba(X[300:])
-        times[name] = round(time.perf_counter() - t0, 3)
-    with capsys.disabled():
-        print("\n[multisource timing, s]", times)
+def test_heart_sized_fits_are_valid_reproducible_and_use_target_labels(check_fits_heart_sized):
+    """Fit times of the same problem: ``benchmarks/fit_times.py``."""
+    check_fits_heart_sized(("source_weighting_lr", "source_weighting_gbm", "source_mixture_lr",
+                            "source_mixture_gbm"), domains=(1, 2, 3))

@@ -10,11 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["FEATURES", "CATEGORICAL", "build_uci_bundle", "uci_frames"]
+from ..data.sources import HEART_CATEGORICAL as CATEGORICAL
+from ..data.sources import HEART_FEATURES as FEATURES
 
-FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang",
-            "oldpeak"]
-CATEGORICAL = ["cp", "restecg"]
+__all__ = ["FEATURES", "CATEGORICAL", "build_uci_bundle", "uci_frames"]
 
 
 def uci_frames(n_target: int = 20):

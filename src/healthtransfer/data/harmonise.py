@@ -28,12 +28,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserInputError
+from ._rules import COUNTS as _COUNTS
+from ._rules import harmonise_column, renamed_away
 from .schema import DatasetSchema
 
 __all__ = ["HarmonisationReport", "harmonise"]
-
-_COUNTS = ["n_converted", "n_sentinel", "n_out_of_range", "n_unmapped"]
-
 
 @dataclass
 class HarmonisationReport:
@@ -87,46 +86,6 @@ class HarmonisationReport:
         return lines
 
 
-def _as_text(values: pd.Series) -> pd.Series:
-    """Render values as the text a code map is keyed by (1.0 -> '1')."""
-    if isinstance(values.dtype, pd.StringDtype) and values.dtype.na_value is np.nan:
-        # pandas' default text dtype: every value already is its text (fast path for large tables)
-        return values.copy()
-
-    def one(v):
-        if isinstance(v, float) and v.is_integer():
-            return str(int(v))
-        return str(v)
-
-    return values.map(one, na_action="ignore")
-
-
-def _is_sentinel(values: pd.Series, sentinels: list) -> pd.Series:
-    if not sentinels:
-        return pd.Series(False, index=values.index)
-    if isinstance(values.dtype, np.dtype) and values.dtype.kind in "iuf":
-        # numbers: a value's text equals str(s) only if it also equals float(s), so the
-        # numeric comparison alone gives the same mask without rendering every value as text
-        hit = np.zeros(len(values), bool)
-        for s in sentinels:
-            try:
-                f = float(s)
-            except (TypeError, ValueError):
-                continue
-            hit |= (values == f).to_numpy(dtype=bool, na_value=False)
-        return pd.Series(hit, index=values.index)
-    text = _as_text(values)
-    as_num = pd.to_numeric(values, errors="coerce")
-    hit = pd.Series(False, index=values.index)
-    for s in sentinels:
-        hit |= text == str(s)
-        try:
-            hit |= as_num == float(s)
-        except (TypeError, ValueError):
-            pass
-    return hit.fillna(False).astype(bool)
-
-
 def harmonise(raw: pd.DataFrame, schema: DatasetSchema, *, source: str = "data") -> tuple[pd.DataFrame, HarmonisationReport]:
     """Harmonise ``raw`` (one row per unit, the schema's domain column naming the site).
 
@@ -150,18 +109,9 @@ def harmonise(raw: pd.DataFrame, schema: DatasetSchema, *, source: str = "data")
             )
         site = str(site)
         rules = schema.site(site)
-        # A raw column renamed onto a name the table already has: in a stacked multi-site
-        # table the other sites' column is empty here, so drop it; otherwise refuse.
-        for raw_name, new_name in rules.rename.items():
-            if raw_name in part.columns and new_name in part.columns:
-                if part[new_name].notna().any() and part[raw_name].notna().any():
-                    raise UserInputError(
-                        f"both '{raw_name}' and '{new_name}' hold values, and the schema renames the first to the second",
-                        where=f"{source}, site '{site}'",
-                        fix=f"drop one of the two columns, or remove the rename of '{raw_name}' for this site",
-                    )
-                part = part.drop(columns=[new_name] if part[raw_name].notna().any() else [raw_name])
-        part = part.rename(columns=rules.rename)
+        drop = renamed_away(part.columns, rules.rename, lambda c: bool(part[c].notna().any()),
+                            where=f"{source}, site '{site}'")
+        part = part.drop(columns=drop).rename(columns=rules.rename)
         out = part.copy()
         for feat in schema.features:
             col = feat.name
@@ -172,59 +122,11 @@ def harmonise(raw: pd.DataFrame, schema: DatasetSchema, *, source: str = "data")
                 rec.update(absent=True, missing_raw=1.0, missing_share=1.0)
                 records.append(rec)
                 continue
-            values = part[col]
-            rec["missing_raw"] = float(values.isna().mean()) if len(values) else 0.0
-            sent = _is_sentinel(values, rules.missing_values.get(col, []))
-            rec["n_sentinel"] = int(sent.sum())
-            values = values.mask(sent)
-            if col in rules.code_maps:
-                cmap = {str(k): v for k, v in rules.code_maps[col].items()}
-                text = _as_text(values)
-                mapped = text.map(cmap)
-                unmapped = values.notna() & mapped.isna() & ~text.isin(cmap)
-                # codes outside the map are kept only if they already are harmonised values
-                if feat.categories is not None:
-                    keep = unmapped & text.isin([str(c) for c in feat.categories])
-                    mapped = mapped.where(~keep, values)
-                    unmapped &= ~keep
-                else:
-                    mapped = mapped.where(~unmapped, values)
-                    unmapped[:] = False
-                rec["n_unmapped"] = int(unmapped.sum())
-                values = mapped
-            if feat.kind == "numeric" or (feat.kind == "binary" and feat.categories is None):
-                num = pd.to_numeric(values, errors="coerce")
-                bad = values.notna() & num.isna()
-                if bad.any():
-                    raise UserInputError(
-                        f"{int(bad.sum())} of {len(values)} values are not numbers",
-                        where=f"{source}, column '{col}' at site '{site}'",
-                        fix=f"list '{col}' under `categorical` if it is a category, add the text "
-                        "to the site's `missing_values` if it means 'not measured', or clean the export",
-                    )
-                if np.isinf(num).any():
-                    raise UserInputError(
-                        f"{int(np.isinf(num).sum())} values are infinite",
-                        where=f"{source}, column '{col}' at site '{site}'",
-                        fix="replace them with an empty field (missing) or the real measurement",
-                    )
-                if col in rules.units:
-                    conv = rules.units[col]
-                    rec["n_converted"] = int(num.notna().sum())
-                    num = num * conv.factor + conv.offset
-                if feat.range is not None:
-                    lo, hi = feat.range
-                    oor = num.notna() & ((num < lo) | (num > hi))
-                    rec["n_out_of_range"] = int(oor.sum())
-                    num = num.mask(oor)
-                values = num.astype(float)
-            elif feat.categories is not None and col not in rules.code_maps:
-                text = _as_text(values)
-                unknown = values.notna() & ~text.isin([str(c) for c in feat.categories])
-                rec["n_unmapped"] = int(unknown.sum())
-                values = values.mask(unknown)
-            out[col] = values
-            rec["missing_share"] = float(pd.isna(values).mean()) if len(values) else 0.0
+            res = harmonise_column(part[col], feat, rules, where=f"{source}, column '{col}' at site '{site}'")
+            out[col] = res.values
+            rec.update(res.counts())
+            rec["missing_raw"] = float(res.missing_raw.mean()) if len(part) else 0.0
+            rec["missing_share"] = float(res.missing.mean()) if len(part) else 0.0
             records.append(rec)
         pieces.append(out)
     table = pd.concat(pieces, axis=0)

@@ -84,6 +84,11 @@ def _finish(raw: pd.DataFrame, schema: DatasetSchema, *, source: str, class_name
     )
 
 
+# The ten UCI heart features every hospital records (the heart-shift protocol's, the demo study's).
+HEART_FEATURES = ["age", "sex", "cp", "trestbps", "chol", "fbs", "restecg", "thalach", "exang", "oldpeak"]
+HEART_CATEGORICAL = ["cp", "restecg"]
+
+
 def load_uci_heart(data_dir: str | Path | None = None) -> Dataset:
     """UCI Heart Disease, the four hospitals, label ``disease = num > 0``.
 

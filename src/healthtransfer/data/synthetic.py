@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ShiftedDomains", "make_shifted_domains", "SHIFT_KINDS"]
+__all__ = ["ShiftedDomains", "make_heart_sized", "make_shifted_domains", "SHIFT_KINDS"]
 
 SHIFT_KINDS = ("covariate", "label", "scale", "rotation", "concept", "missing_feature")
 
@@ -141,3 +141,25 @@ def make_shifted_domains(
     y = np.r_[ys, yt].astype(int)
     d = np.r_[np.ones(n_source, int), -np.ones(n_target, int)]
     return ShiftedDomains(X=X, y=y, sample_domain=d)
+
+
+def make_heart_sized(domains=(1,), target_hidden_cols: int = 0, n_labelled: int = 40, random_state: int = 0):
+    """A problem the size of a UCI heart pair, for method tests and fit-time benchmarks.
+
+    300 source rows (split evenly over the source ``domains``) and 150 target rows (domain -1),
+    20 noise columns with 5% missing values, the first ``target_hidden_cols`` columns never
+    measured at the target, and ``n_labelled`` target rows labelled (the others ``y = -1``).
+    Returns ``(X, y, sample_domain)``.
+
+    >>> X, y, d = make_heart_sized(domains=(1, 2, 3))
+    >>> X.shape, int((y[d < 0] >= 0).sum()), sorted(set(d.tolist()))
+    ((450, 20), 40, [-1, 1, 2, 3])
+    """
+    rng = np.random.default_rng(random_state)
+    X = rng.normal(size=(450, 20))
+    X[rng.random(X.shape) < 0.05] = np.nan
+    X[300:, :target_hidden_cols] = np.nan
+    y = (rng.random(450) < 0.4).astype(int)
+    d = np.r_[np.repeat(np.asarray(domains), 300 // len(domains)), -np.ones(150, int)]
+    y[300 + n_labelled:] = -1
+    return X, y, d

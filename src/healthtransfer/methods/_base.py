@@ -31,9 +31,27 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
-__all__ = ["DomainSplit", "TransferClassifier", "split_domains", "UNLABELLED"]
+__all__ = ["DomainSplit", "TransferClassifier", "proba_full", "split_domains", "UNLABELLED"]
 
 UNLABELLED = -1
+
+
+def proba_full(est, X, n_classes: int) -> np.ndarray:
+    """``est.predict_proba(X)`` with the columns of classes ``est`` never saw put back at 0.
+
+    ``est`` was fitted on encoded labels 0..n_classes-1 (a fold or a labelled subset may miss
+    a class); every method and the selection criteria use this one helper.
+
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> est = LogisticRegression().fit(np.array([[0.0], [1.0]]), [0, 2])
+    >>> proba_full(est, np.array([[0.5]]), 3).shape
+    (1, 3)
+    """
+    p = est.predict_proba(X)
+    out = np.zeros((X.shape[0], n_classes))
+    out[:, np.asarray(est.classes_).astype(int)] = p
+    return out
 
 
 @dataclass

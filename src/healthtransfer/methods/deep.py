@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._base import DomainSplit
-from .scalable import _Moments
+from ._chunked import _Moments
 from ._torch import (
     DeepTransferClassifier,
     _tensor,

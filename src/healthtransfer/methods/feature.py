@@ -36,11 +36,11 @@ import numpy as np
 from sklearn.covariance import ledoit_wolf
 from sklearn.preprocessing import StandardScaler
 
-from ._base import DomainSplit, TransferClassifier
-from ._spec import MethodSpec
+from ._base import DomainSplit, TransferClassifier, proba_full
+from ._rows import _base, _combine, fit_weighted
 from ._skada import import_skada, skada_context, skada_domains
+from ._spec import MethodSpec
 from .baselines import make_base_estimator
-from .instance import _base, _combine, _proba_full, fit_weighted
 
 __all__ = [
     "DomainStandardization",
@@ -104,7 +104,7 @@ class _FeatureBase(TransferClassifier):
         return _base(self.estimator, self.random_state)
 
     def _predict_proba(self, X, sample_domain):
-        return _proba_full(self.estimator_, self._map_rows(X, sample_domain), len(self.classes_))
+        return proba_full(self.estimator_, self._map_rows(X, sample_domain), len(self.classes_))
 
 
 # -- per-domain standardisation ------------------------------------------------------------

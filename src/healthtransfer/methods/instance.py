@@ -27,14 +27,16 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
-from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 
-from ._base import DomainSplit, TransferClassifier
-from ._spec import MethodSpec
+from .._label_shift import bbse_prior, em_prior
+from ._base import DomainSplit, TransferClassifier, proba_full
+from ._label_shift_em import LabelShiftEM
+from ._rows import _base, _combine, fit_weighted
 from ._skada import import_skada, skada_context, skada_domains
+from ._spec import MethodSpec
 from .baselines import make_base_estimator
 
 __all__ = [
@@ -45,45 +47,8 @@ __all__ = [
     "LabelShiftEM",
     "METHODS",
 ]
-
-
-# -- shared helpers ----------------------------------------------------------------------
-def _base(estimator, random_state):
-    if estimator is None:
-        return make_base_estimator("lr", random_state)
-    return clone(estimator)
-
-
-def _proba_full(est, X, n_classes):
-    """``est.predict_proba`` with columns for classes the estimator never saw put back at 0."""
-    p = est.predict_proba(X)
-    out = np.zeros((X.shape[0], n_classes))
-    out[:, np.asarray(est.classes_).astype(int)] = p
-    return out
-
-
-def _combine(split: DomainSplit, w_source, target_weight=1.0):
-    """Rows, labels and weights for source (weighted ``w_source``) + labelled target rows."""
-    ws = np.ones(len(split.ys)) if w_source is None else np.asarray(w_source, float)
-    if split.ws is not None:
-        ws = ws * split.ws
-    wt = np.full(len(split.ytl), float(target_weight))
-    if split.wtl is not None:
-        wt = wt * split.wtl
-    if len(split.ytl) == 0:
-        return split.Xs, split.ys, ws
-    return split.X_labelled, split.y_labelled, np.concatenate([ws, wt])
-
-
-def fit_weighted(est, X, y, w):
-    """``est.fit(X, y, sample_weight=w)``, leaving the weights out when they are all 1.
-
-    scikit-learn's histogram boosting bins with weighted percentiles whenever weights are
-    given: on continuous features (e.g. after CORAL) that took 1.4 s instead of 0.15 s on a
-    heart pair, for what is the unweighted model (as the baselines fit it)."""
-    if w is not None and np.all(np.asarray(w) == 1.0):
-        w = None
-    return est.fit(X, y, sample_weight=w)
+# the label-shift estimators, importable from here as from the diagnostics
+_SHARED = (bbse_prior, em_prior)
 
 
 def _clip_normalise(w, clip_quantile=None, max_weight=None):
@@ -139,7 +104,7 @@ class _ReweightBase(TransferClassifier):
         self.estimator_ = fit_weighted(_base(self.estimator, self.random_state), X, y, sw)
 
     def _predict_proba(self, X, sample_domain):
-        return _proba_full(self.estimator_, X, len(self.classes_))
+        return proba_full(self.estimator_, X, len(self.classes_))
 
 
 # -- domain-classifier importance weighting ----------------------------------------------
@@ -474,153 +439,10 @@ class TrAdaBoost(TransferClassifier):
     def _predict_proba(self, X, sample_domain):
         nc = len(self.classes_)
         a = self.estimator_weights_ / self.estimator_weights_.sum()
-        return sum(ai * _proba_full(h, X, nc) for ai, h in zip(a, self.estimators_))
+        return sum(ai * proba_full(h, X, nc) for ai, h in zip(a, self.estimators_))
 
 
 # -- label shift --------------------------------------------------------------------------
-def em_prior(proba, train_prior, max_iter=200, tol=1e-7, labelled_counts=None,
-             return_n_iter=False):
-    """EM / MLLS estimate of the target class prior (Saerens et al. 2002).
-
-    ``proba`` are source-model posteriors on the unlabelled target rows, ``train_prior`` the
-    class prior the model was trained with. ``labelled_counts`` (per class) of labelled target
-    rows enter the prior update as known responsibilities.
-
-    >>> import numpy as np
-    >>> proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])  # trained with prior 0.5/0.5
-    >>> em_prior(proba, np.array([0.5, 0.5])).round(2)
-    array([0.42, 0.58])
-    """
-    proba = np.clip(np.asarray(proba, float), 1e-12, None)
-    prior0 = np.clip(np.asarray(train_prior, float), 1e-12, None)
-    counts = np.zeros_like(prior0) if labelled_counts is None else np.asarray(labelled_counts, float)
-    n = proba.shape[0] + counts.sum()
-    prior = prior0.copy()
-    it = 0
-    for it in range(1, max_iter + 1):
-        post = proba * (prior / prior0)
-        post /= post.sum(axis=1, keepdims=True)
-        new = (post.sum(axis=0) + counts) / n
-        new = np.clip(new, 1e-6, None)
-        new /= new.sum()
-        if np.max(np.abs(new - prior)) < tol:
-            prior = new
-            break
-        prior = new
-    return (prior, it) if return_n_iter else prior
-
-
-def bbse_prior(y_true, y_pred_heldout, pred_target, n_classes, train_prior):
-    """Black-box shift estimation (Lipton et al. 2018): solve C w = mu for the weights."""
-    C = np.zeros((n_classes, n_classes))
-    np.add.at(C, (y_pred_heldout, y_true), 1.0)
-    C /= len(y_true)
-    mu = np.bincount(pred_target, minlength=n_classes) / max(len(pred_target), 1)
-    w, *_ = np.linalg.lstsq(C + 1e-6 * np.eye(n_classes), mu, rcond=None)
-    prior = np.clip(w * train_prior, 1e-6, None)
-    return prior / prior.sum()
-
-
-class LabelShiftEM(TransferClassifier):
-    """Correct the class prior for label shift: EM / MLLS (Saerens et al. 2002) or BBSE.
-
-    The base learner is trained on the source rows plus the labelled target rows; its class
-    prior ``source_prior_`` is the (weighted) label frequency of those rows. The target prior
-    ``target_prior_`` is estimated from the unlabelled target rows (EM, or BBSE with held-out
-    source predictions), with the labelled target rows entering as known labels. Target
-    probabilities are ``p(y|x) * target_prior_ / source_prior_``, renormalised. ``shrink``
-    pulls the estimated prior towards the training prior (0 = no shrinkage). Source rows
-    (``sample_domain > 0`` at predict) keep the unadjusted probabilities.
-
-    Parameters
-    ----------
-    estimator : classifier or None
-        Base learner; ``None`` = logistic regression. Should be reasonably calibrated.
-    method : {"em", "bbse"}
-    shrink : float in [0, 1)
-    max_iter : int
-        EM iterations.
-    random_state : int or None
-
-    Example
-    -------
-    >>> from healthtransfer.data.synthetic import make_shifted_domains
-    >>> d = make_shifted_domains("label", n_source=300, n_target=200, random_state=0)
-    >>> m = LabelShiftEM().fit(d.X, d.masked_y(0), sample_domain=d.sample_domain)
-    >>> bool(m.target_prior_[1] > m.source_prior_[1])
-    True
-    """
-
-    family = "instance"
-    uses_target = "both"
-
-    def __init__(self, estimator=None, method="em", shrink=0.0, max_iter=200, random_state=None):
-        self.estimator = estimator
-        self.method = method
-        self.shrink = shrink
-        self.max_iter = max_iter
-        self.random_state = random_state
-
-    def _fit(self, split):
-        if self.method not in ("em", "bbse"):
-            raise ValueError(f"method must be 'em' or 'bbse', got {self.method!r}")
-        nc = split.n_classes
-        self.n_iter_ = 1  # EM iterations (1 when there is nothing to iterate on)
-        X, y, w = _combine(split, None, 1.0)
-        self.estimator_ = fit_weighted(_base(self.estimator, self.random_state), X, y, w)
-        prior_s = np.bincount(y, weights=w, minlength=nc) / np.sum(w)
-        self.source_prior_ = np.clip(prior_s, 1e-6, None) / np.clip(prior_s, 1e-6, None).sum()
-        # the unlabelled target rows: Xt minus the labelled ones
-        Xu = _unlabelled_rows(split)
-        counts = np.bincount(split.ytl, minlength=nc).astype(float)
-        if Xu.shape[0] == 0:
-            if counts.sum() > 0:
-                prior = (counts + self.source_prior_) / (counts.sum() + 1.0)
-            else:
-                prior = self.source_prior_.copy()
-        elif self.method == "em":
-            proba = _proba_full(self.estimator_, Xu, nc)
-            prior, self.n_iter_ = em_prior(proba, self.source_prior_, self.max_iter,
-                                           labelled_counts=counts, return_n_iter=True)
-        else:
-            prior = self._bbse(split, X, y, w, Xu, counts)
-        prior = (1 - self.shrink) * prior + self.shrink * self.source_prior_
-        self.target_prior_ = prior / prior.sum()
-
-    def _bbse(self, split, X, y, w, Xu, counts):
-        nc = split.n_classes
-        n_splits = int(min(5, np.bincount(y, minlength=nc).min()))
-        if n_splits < 2:
-            proba = _proba_full(self.estimator_, Xu, nc)
-            return em_prior(proba, self.source_prior_, self.max_iter, labelled_counts=counts)
-        cv = StratifiedKFold(n_splits, shuffle=True, random_state=self.random_state)
-        held = cross_val_predict(_base(self.estimator, self.random_state), X, y, cv=cv)
-        pred_t = np.argmax(_proba_full(self.estimator_, Xu, nc), axis=1)
-        prior = bbse_prior(y, held.astype(int), pred_t, nc, self.source_prior_)
-        n_u = Xu.shape[0]
-        return (prior * n_u + counts) / (n_u + counts.sum())
-
-    def _predict_proba(self, X, sample_domain):
-        p = _proba_full(self.estimator_, X, len(self.classes_))
-        adj = p * (self.target_prior_ / self.source_prior_)
-        adj /= np.clip(adj.sum(axis=1, keepdims=True), 1e-300, None)
-        tgt = np.asarray(sample_domain) < 0
-        return np.where(tgt[:, None], adj, p)
-
-
-def _unlabelled_rows(split: DomainSplit) -> np.ndarray:
-    """Target rows without a label (``Xt`` holds all target rows, ``Xtl`` the labelled)."""
-    if split.Xtl.shape[0] == 0:
-        return split.Xt
-    # remove one occurrence of every labelled row from Xt
-    keep = np.ones(len(split.Xt), bool)
-    index = {}
-    for i, row in enumerate(map(bytes, np.ascontiguousarray(split.Xt))):
-        index.setdefault(row, []).append(i)
-    for row in map(bytes, np.ascontiguousarray(split.Xtl)):
-        if index.get(row):
-            keep[index[row].pop()] = False
-    return split.Xt[keep]
 
 
 # -- registry -----------------------------------------------------------------------------

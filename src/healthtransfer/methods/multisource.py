@@ -30,10 +30,9 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import softmax
 
-from ._base import TransferClassifier
+from ._base import TransferClassifier, proba_full
 from ._spec import MethodSpec
 from .baselines import make_base_estimator
-from .model import proba_full
 
 __all__ = ["SourceWeighting", "SourceMixture", "domain_similarity"]
 

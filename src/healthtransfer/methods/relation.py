@@ -28,10 +28,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.impute import SimpleImputer
 from sklearn.neighbors import NearestNeighbors
 
-from ._base import TransferClassifier
+from ._base import TransferClassifier, proba_full
 from ._spec import MethodSpec
 from .baselines import make_base_estimator
-from .model import proba_full
 
 __all__ = ["GraphLabelPropagation", "RelationImputation", "FeatureBridge"]
 

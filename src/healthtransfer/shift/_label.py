@@ -2,9 +2,10 @@
 
 A source-trained logistic regression (regularisation chosen by cross-validated log-loss, so
 its probabilities are reasonably calibrated) is applied to the target rows; the target prior
-is the fixed point of the EM of Saerens, Latinne & Decaestecker (2002). A soft black-box
+is the maximum-likelihood prior of Saerens, Latinne & Decaestecker (2002). A soft black-box
 shift estimate (BBSE, Lipton et al. 2018) from out-of-fold source predictions is reported
-beside it. The bootstrap CI resamples target rows and reruns EM on the already computed
+beside it. Both estimators live in :mod:`healthtransfer._label_shift`, shared with the
+label-shift method, so the diagnostics and the method estimate the same prior. The bootstrap CI resamples target rows and reruns EM on the already computed
 probabilities (the source classifier is not refitted, so its own uncertainty is not in the
 interval). Both assume p(x | y) is the same at both sites; under strong covariate shift the
 estimate is a rough guide only.
@@ -25,66 +26,16 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.optimize import nnls
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
+from .._label_shift import bbse_prior, em_prior
 from .._sampling import uniform_rows
 
 __all__ = ["estimate_label_shift", "em_prior"]
 
 _CS = (0.01, 0.1, 1.0, 10.0)
-
-
-def em_prior(P: np.ndarray, source_prior: np.ndarray, *, max_iter: int = 500, tol: float = 1e-6):
-    """Maximum-likelihood target prior given source-calibrated posteriors ``P`` (..., n, K).
-
-    This is the fixed point of the EM of Saerens et al. (2002); batched over leading axes (the
-    bootstrap). For two classes the one-dimensional likelihood equation is solved exactly by
-    bisection (EM crawls when the prior is near 0 or 1). Returns (prior (..., K), converged).
-    """
-    P = np.clip(np.asarray(P, float), 1e-12, None)
-    ps = np.asarray(source_prior, float)
-    R = P / ps  # likelihood ratios p_t(x | y) / p_s(x) up to a constant
-    if R.shape[-1] == 2:
-        a, b = R[..., 1], R[..., 0]
-
-        def score(q):  # derivative of the log-likelihood in q = prior of class 1; decreasing
-            return ((a - b) / (q[..., None] * a + (1 - q[..., None]) * b)).sum(axis=-1)
-
-        lo = np.zeros(R.shape[:-2])
-        hi = np.ones(R.shape[:-2])
-        at0, at1 = score(lo) <= 0, score(hi) >= 0
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            up = score(mid) > 0
-            lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
-        q = np.where(at0, 0.0, np.where(at1, 1.0, (lo + hi) / 2))
-        return np.stack([1 - q, q], axis=-1), True
-    pi = np.broadcast_to(ps, P.shape[:-2] + ps.shape).copy()
-    converged = False
-    for _ in range(max_iter):
-        W = R * pi[..., None, :]
-        W /= W.sum(axis=-1, keepdims=True)
-        new = W.mean(axis=-2)
-        if np.max(np.abs(new - pi)) < tol:
-            pi, converged = new, True
-            break
-        pi = new
-    return pi, converged
-
-
-def _bbse(P_oof: np.ndarray, ys_idx: np.ndarray, P_t: np.ndarray, source_prior: np.ndarray) -> np.ndarray:
-    K = P_oof.shape[1]
-    C = np.zeros((K, K))
-    for j in range(K):  # C[i, j] = P_s(yhat = i, y = j), soft predictions
-        C[:, j] = P_oof[ys_idx == j].sum(axis=0) / len(ys_idx)
-    mu = P_t.mean(axis=0)
-    w, _ = nnls(C, mu)
-    prior = w * source_prior
-    s = prior.sum()
-    return prior / s if s > 0 else np.full(K, np.nan)
 
 
 def _fit_source_model(Xs, ys_idx, random_state):
@@ -142,7 +93,7 @@ def estimate_label_shift(Xs: np.ndarray, ys, Xt: np.ndarray, *, classes=None, n_
     Pt = model.predict_proba(Xt)
     ps = source_prior[sub]
     prior, converged = em_prior(Pt, ps)
-    bbse = _bbse(oof, remap[ys_idx], Pt, ps)
+    bbse = bbse_prior(oof, remap[ys_idx], Pt, ps)
     rng = np.random.default_rng(random_state)
     B = int(n_bootstrap)
     if B and len(Xt):
