@@ -65,16 +65,16 @@ _HEALTHTRANSFER = {f"healthtransfer.methods.{n}" for n in (
     "deep.JointMMDMinibatch", "deep.MLPSource",
     "feature.CORAL", "feature.DomainStandardization", "feature.FeatureAugmentation",
     "feature.OTMapping", "feature.SubspaceAlignment", "feature.TCA",
-    "instance.DomainClassifierIW", "instance.KLIEPIW", "instance.KMMIW", "instance.LabelShiftEM",
+    "instance.DomainClassifierIW", "instance.KLIEPIW", "instance.KMMIW", "_label_shift_em.LabelShiftEM",
     "instance.TrAdaBoost",
     "model.ContinuedBoosting", "model.LinearPriorTransfer", "model.Recalibration",
-    "model.ReferenceBoosting", "model.ReferenceRecalibration", "model.ReferenceStacking",
-    "model.Stacking", "model._LocalFallback", "model._SourceLinear",
+    "_reference.ReferenceBoosting", "_reference.ReferenceRecalibration", "_reference.ReferenceStacking",
+    "model.Stacking", "_reference._LocalFallback", "_linear._SourceLinear",
     "multisource.SourceMixture", "multisource.SourceWeighting",
     "relation.FeatureBridge", "relation.GraphLabelPropagation", "relation.RelationImputation",
-    "scalable.ChunkedDomainIW", "scalable.MinibatchOT", "scalable.NystroemKLIEP",
-    "scalable.NystroemKMM", "scalable.NystroemTCA", "scalable.StreamedCORAL",
-    "scalable._Nystroem",
+    "_scalable_weights.ChunkedDomainIW", "_scalable_features.MinibatchOT", "_scalable_weights.NystroemKLIEP",
+    "_scalable_weights.NystroemKMM", "_scalable_features.NystroemTCA", "_scalable_features.StreamedCORAL",
+    "_chunked._Nystroem",
 )}
 
 TRUSTED_TYPES: frozenset[str] = frozenset(_PRIMITIVES | _SKLEARN | _THIRD_PARTY | _HEALTHTRANSFER)
