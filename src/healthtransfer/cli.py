@@ -462,6 +462,7 @@ def serve(
     port: int = typer.Option(8000, help="Port."),
     api_keys: Optional[Path] = typer.Option(None, "--api-keys", help="Key file from `healthtransfer serve keys add`."),
     audit_db: Optional[str] = typer.Option(None, "--audit-db", help="SQLite path or SQLAlchemy URL for the audit log."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="uvicorn worker processes (all share the audit log)."),
 ):
     """Start the decision-support service for BUNDLE (API, web page, audit log, drift monitor).
 
@@ -471,7 +472,8 @@ def serve(
     def go():
         from .serve import serve as run_server
 
-        run_server(bundle, host=host, port=port, api_keys=api_keys, audit_db=audit_db)
+        run_server(bundle, host=host, port=port, api_keys=api_keys, audit_db=audit_db,
+                   workers=workers)
 
     _guard(go)
 

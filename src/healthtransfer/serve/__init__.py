@@ -34,9 +34,10 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audit_db=None,
-          max_batch: int = 1000) -> None:
+          max_batch: int = 1000, workers: int = 1) -> None:
     """Run the service with uvicorn (blocks). Binds 127.0.0.1 unless told otherwise; a
-    non-loopback host requires an API key file."""
+    non-loopback host requires an API key file. ``workers`` > 1 starts that many uvicorn
+    worker processes sharing the audit database (see :mod:`._workers`)."""
     try:
         import uvicorn
     except ImportError:
@@ -56,6 +57,12 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audi
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
         logger.propagate = False
+    if int(workers) > 1:
+        from ._workers import run_workers
+
+        run_workers(bundle, host=host, port=int(port), workers=int(workers),
+                    api_keys_file=api_keys, audit_url=audit_db, max_batch=max_batch)
+        return
     app = create_app(bundle, api_keys_file=api_keys, audit_url=audit_db, max_batch=max_batch)
     uvicorn.run(app, host=host, port=int(port), access_log=False, log_level="info",
                 server_header=False)

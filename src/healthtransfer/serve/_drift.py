@@ -45,10 +45,13 @@ class DriftMonitor:
         self._lock = threading.Lock()
         self.total = 0
 
-    def update(self, frame: pd.DataFrame) -> None:
-        if frame.empty or not self.features:
+    def update(self, frame: pd.DataFrame | list[dict]) -> None:
+        """Add records (a DataFrame, or the service's validated dicts) to the window."""
+        if len(frame) == 0 or not self.features:
             return
-        bins = np.column_stack([bin_index(self.ref[f], frame[f].tolist()) for f in self.features])
+        col = ((lambda f: frame[f].tolist()) if isinstance(frame, pd.DataFrame)
+               else (lambda f: [r.get(f) for r in frame]))
+        bins = np.column_stack([bin_index(self.ref[f], col(f)) for f in self.features])
         bins = bins.astype(np.int16)
         with self._lock:
             for row in bins:

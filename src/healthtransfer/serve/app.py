@@ -41,6 +41,8 @@ from ._audit import AuditLog, AuditUnavailable, audit_url as _audit_url, input_h
 from ._auth import SCOPES, ApiKey, KeyStore
 from ._drift import DriftMonitor
 from ._explain import explain_record
+from ._fast import Predictor
+from ._group_commit import GroupCommit
 from ._schemas import request_models, safe_errors
 
 __all__ = ["create_app"]
@@ -159,6 +161,8 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     drift = DriftMonitor(bundle.reference, bundle.feature_names, window=drift_window,
                          threshold=drift_threshold, min_count=drift_min_count)
     metrics = _Metrics()
+    predictor = Predictor(bundle)  # compiled array path, or the full one with a logged reason
+    audit_commit = GroupCommit(audit.append)  # concurrent requests share one commit (fsync)
     specs = bundle.feature_specs
     ref = bundle.reference["features"]
     Record, PredictRequest, ExplainRequest = request_models(bundle.schema, max_batch)
@@ -170,6 +174,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
         description=f"Serves bundle {bundle.model_version}. " + __doc__.split("\n\n")[0],
     )
     app.state.bundle, app.state.audit, app.state.drift = bundle, audit, drift
+    app.state.predictor = predictor
 
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
     bearer = HTTPBearer(auto_error=False)
@@ -269,8 +274,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
                 "unseen_category": unseen}
 
     def _predict(items: list[dict]):
-        frame = bundle.frame(items)
-        proba = bundle.predict_proba(frame)
+        proba = predictor.predict_proba(items)
         out = []
         for rec, row in zip(items, proba):
             p = float(row[bundle.positive_index])
@@ -279,7 +283,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
             flagged = any(flags.values())
             out.append({"probability": p, "class": cls, "flagged": flagged, "flags": flags,
                         "uncertainty": _uncertainty(bundle.metrics, p)})
-        return frame, out
+        return items, out
 
     @app.post("/v1/predict", tags=["prediction"],
               responses={401: {"description": "no or invalid API key"},
@@ -292,7 +296,8 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
         items = body.items()
         frame, preds = _predict(items)
         rid = _rid(request)
-        audit.append([{"request_id": rid, "key_id": key.id, "model_version": bundle.model_version,
+        audit_commit.append([{"request_id": rid, "key_id": key.id,
+                               "model_version": bundle.model_version,
                        "input_hash": input_hash(rec),
                        "output": {"probability": p["probability"], "class": p["class"],
                                   "flagged": p["flagged"]}}
@@ -332,6 +337,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
             "training_ranges": {n: [r.get("min"), r.get("max")] for n, r in ref.items()
                                 if r.get("type") == "numeric"},
             "max_batch": max_batch,
+            "prediction_path": predictor.info(),
         }
 
     @app.get("/v1/drift", tags=["monitoring"],
