@@ -293,21 +293,26 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     def predict(body: PredictRequest, request: Request,
                 key: ApiKey = Depends(require("predict"))):
         """Risk for one record or a batch; every prediction is audited before it is returned."""
-        items = body.items()
-        frame, preds = _predict(items)
         rid = _rid(request)
+        preds = _serve(body.items(), rid, key)
+        return {"request_id": rid, "model_version": bundle.model_version,
+                "positive_class": bundle.classes[bundle.positive_index], "predictions": preds}
+
+    def _serve(items: list[dict], rid: str, key: ApiKey) -> list[dict]:
+        """Predict, audit (before anything is returned), update drift and counters: the one
+        path of every endpoint that returns a risk (/v1/predict, FHIR, CDS Hooks)."""
+        frame, preds = _predict(items)
         audit_commit.append([{"request_id": rid, "key_id": key.id,
-                               "model_version": bundle.model_version,
-                       "input_hash": input_hash(rec),
-                       "output": {"probability": p["probability"], "class": p["class"],
-                                  "flagged": p["flagged"]}}
-                      for rec, p in zip(items, preds)])
+                              "model_version": bundle.model_version,
+                              "input_hash": input_hash(rec),
+                              "output": {"probability": p["probability"], "class": p["class"],
+                                         "flagged": p["flagged"]}}
+                             for rec, p in zip(items, preds)])
         drift.update(frame)
         with metrics.lock:
             metrics.predictions += len(preds)
             metrics.flagged += sum(p["flagged"] for p in preds)
-        return {"request_id": rid, "model_version": bundle.model_version,
-                "positive_class": bundle.classes[bundle.positive_index], "predictions": preds}
+        return preds
 
     @app.post("/v1/explain", tags=["prediction"],
               responses={401: {"description": "no or invalid API key"},
@@ -375,6 +380,15 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     def prometheus():
         return PlainTextResponse(metrics.render(drift.status(), bundle.model_version),
                                  media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # -- FHIR R4 and CDS Hooks 2.0 (same auth scope, same audited path) ------------------------
+    from ._cds import cds_router
+    from ._fhir import ServiceContext, fhir_router
+
+    ctx = ServiceContext(bundle=bundle, require=require, serve=_serve, rid=_rid, drift=drift,
+                         record_model=Record)
+    app.include_router(fhir_router(ctx))
+    app.include_router(cds_router(ctx))
 
     # -- web page -----------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
