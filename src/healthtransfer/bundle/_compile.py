@@ -318,8 +318,11 @@ def _build(bundle) -> CompiledModel:
         try:
             fn = _numeric_chain(trans, f"transformer {tname!r}")
             width = fn(probe[:, idx]).shape[1]
-        except CompileError:
-            cats = _onehot(trans, f"transformer {tname!r}")
+        except CompileError as num_err:
+            try:
+                cats = _onehot(trans, f"transformer {tname!r}")
+            except CompileError:
+                raise CompileError(f"{num_err} (and it is not a one-hot block)") from None
             for j, cs in zip(idx, cats):
                 cat_index[int(j)] = {c: i for i, c in enumerate(cs)}
             fn, width = _onehot_block(cats)
