@@ -52,17 +52,16 @@ class DriftMonitor:
         col = ((lambda f: frame[f].tolist()) if isinstance(frame, pd.DataFrame)
                else (lambda f: [r.get(f) for r in frame]))
         bins = np.column_stack([bin_index(self.ref[f], col(f)) for f in self.features])
-        bins = bins.astype(np.int16)
+        bins = bins.astype(np.int16)[-self.window:]  # older rows would leave at once
         with self._lock:
-            for row in bins:
-                self._rows.append(row)
-                for j, f in enumerate(self.features):
-                    self._counts[f][row[j]] += 1
-                if len(self._rows) > self.window:
-                    old = self._rows.popleft()
-                    for j, f in enumerate(self.features):
-                        self._counts[f][old[j]] -= 1
-            self.total += len(bins)
+            self._rows.extend(bins)
+            gone = [self._rows.popleft() for _ in range(max(0, len(self._rows) - self.window))]
+            for j, f in enumerate(self.features):  # counts updated per column, not per row
+                c = self._counts[f]
+                np.add.at(c, bins[:, j], 1)
+                if gone:
+                    np.subtract.at(c, np.asarray(gone)[:, j], 1)
+            self.total += len(frame)
 
     def status(self) -> dict:
         with self._lock:

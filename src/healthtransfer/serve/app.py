@@ -275,10 +275,10 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
 
     def _predict(items: list[dict]):
         proba = predictor.predict_proba(items)
+        classes, pos = bundle.classes, bundle.positive_index
         out = []
-        for rec, row in zip(items, proba):
-            p = float(row[bundle.positive_index])
-            cls = bundle.classes[int(np.argmax(row))]
+        for rec, p, k in zip(items, proba[:, pos].tolist(), np.argmax(proba, axis=1).tolist()):
+            cls = classes[k]
             flags = _flags(rec)
             flagged = any(flags.values())
             out.append({"probability": p, "class": cls, "flagged": flagged, "flags": flags,
@@ -295,8 +295,11 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
         """Risk for one record or a batch; every prediction is audited before it is returned."""
         rid = _rid(request)
         preds = _serve(body.items(), rid, key)
-        return {"request_id": rid, "model_version": bundle.model_version,
-                "positive_class": bundle.classes[bundle.positive_index], "predictions": preds}
+        # plain JSON types already: json.dumps directly, not FastAPI's jsonable_encoder walk
+        # (a third of a 1,000-record batch's time)
+        return JSONResponse({"request_id": rid, "model_version": bundle.model_version,
+                             "positive_class": bundle.classes[bundle.positive_index],
+                             "predictions": preds})
 
     def _serve(items: list[dict], rid: str, key: ApiKey) -> list[dict]:
         """Predict, audit (before anything is returned), update drift and counters: the one
