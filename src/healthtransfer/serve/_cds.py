@@ -77,7 +77,7 @@ def _resources_from_prefetch(prefetch: dict, templates: dict) -> list:
         if value is None:  # null: the EHR has no such data
             continue
         resources += parse_resources(value)
-    return resources, absent
+    return resources
 
 
 def _card(summary: str, indicator: str, detail: str, source: dict, links=None) -> dict:
