@@ -155,10 +155,13 @@ def cds_router(ctx):
             return JSONResponse({"cards": [_card(
                 "Risk not computed: required data missing", "warning", detail, source)]})
 
-        def work():
-            pred = ctx.serve([record], rid, key)[0]
-            return pred, contributions(bundle, record)
-        pred, contribs = await run_in_threadpool(work)
+        return {"cards": await run_in_threadpool(cards_for, record, rid, key, base)}
+
+    def cards_for(record: dict, rid: str, key, base: str) -> list[dict]:
+        """Predict (audited) and build the cards for one validated record."""
+        source = {"label": f"healthtransfer model {bundle.model_version}", "url": f"{base}/"}
+        pred = ctx.serve([record], rid, key)[0]
+        contribs = contributions(bundle, record)
         drift = ctx.drift.status()
         flags = pred.get("flags") or {}
         p = float(pred["probability"])
@@ -194,7 +197,20 @@ def cds_router(ctx):
                 "Check inputs: " + "; ".join(problems), "warning",
                 "The model was trained on data that did not look like this, so the risk may be "
                 "less reliable:\n\n" + "\n".join(f"- {x}" for x in problems), source, links))
-        return {"cards": cards}
+        return cards
+
+    @router.post("/cds-services/{service_id}/preview", include_in_schema=True,
+                 responses={401: {"description": "no or invalid API key"},
+                            403: {"description": "key lacks the predict scope"},
+                            404: {"description": "no such service"}})
+    async def cds_preview(service_id: str, body: ctx.preview_model, request: Request,
+                          key: ApiKey = Depends(ctx.require("predict"))):
+        """The cards this service would return for one record (``{"record": {...}}``, as for
+        /v1/predict): what the web page shows so a clinician sees the EHR's view. Audited."""
+        if service_id not in SERVICES:
+            raise HTTPException(404, f"no CDS service '{service_id}'")
+        record = body.record.model_dump(by_alias=True)
+        base = str(request.base_url).rstrip("/")
+        return {"cards": await run_in_threadpool(cards_for, record, ctx.rid(request), key, base)}
 
     return router
-

@@ -50,6 +50,7 @@ class ServiceContext:
     rid: Callable               # request -> request id
     drift: Any
     record_model: Any           # pydantic model of one record (schema ranges and categories)
+    preview_model: Any = None   # pydantic model of {"record": {...}} (the web page's card preview)
 
 
 class FhirInputError(Exception):

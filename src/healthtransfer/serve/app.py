@@ -389,7 +389,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     from ._fhir import ServiceContext, fhir_router
 
     ctx = ServiceContext(bundle=bundle, require=require, serve=_serve, rid=_rid, drift=drift,
-                         record_model=Record)
+                         record_model=Record, preview_model=ExplainRequest)
     app.include_router(fhir_router(ctx))
     app.include_router(cds_router(ctx))
 
