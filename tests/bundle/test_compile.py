@@ -106,3 +106,17 @@ def test_parity_failure_is_refused(bundles, monkeypatch):
     monkeypatch.setattr(C, "_model_fn", skewed)
     with pytest.raises(CompileError, match="differs"):
         compile_bundle(bundles["pooled_lr"])
+
+
+@pytest.mark.parametrize("method", ["pooled_lr", "source_gbm"])
+def test_explanations_on_the_compiled_path_equal_the_full_path(bundles, method):
+    from healthtransfer.serve._explain import explain_record
+
+    b = bundles[method]
+    c = compile_bundle(b)
+    for r in _real_records(8):
+        full = {x["feature"]: x["contribution"] for x in explain_record(b, r)["contributions"]}
+        fast = explain_record(b, r, c.predict_proba_records)
+        assert set(fast_c := {x["feature"]: x["contribution"] for x in fast["contributions"]}) \
+            == set(full)
+        assert max(abs(fast_c[k] - full[k]) for k in full) <= 1e-6  # log-odds of p within 1e-9

@@ -161,7 +161,7 @@ def cds_router(ctx):
         """Predict (audited) and build the cards for one validated record."""
         source = {"label": f"healthtransfer model {bundle.model_version}", "url": f"{base}/"}
         pred = ctx.serve([record], rid, key)[0]
-        contribs = contributions(bundle, record)
+        contribs = contributions(bundle, record, predict_proba=ctx.predict_proba)
         drift = ctx.drift.status()
         flags = pred.get("flags") or {}
         p = float(pred["probability"])

@@ -51,6 +51,7 @@ class ServiceContext:
     drift: Any
     record_model: Any           # pydantic model of one record (schema ranges and categories)
     preview_model: Any = None   # pydantic model of {"record": {...}} (the web page's card preview)
+    predict_proba: Any = None   # the service's (compiled) path, for the contributions
 
 
 class FhirInputError(Exception):
@@ -361,11 +362,11 @@ def _pct(p) -> str:
     return f"{100 * float(p):.0f}%"
 
 
-def contributions(bundle, record: dict, top: int = 3) -> list[dict]:
+def contributions(bundle, record: dict, top: int = 3, predict_proba=None) -> list[dict]:
     """The ``top`` largest per-feature contributions (see :mod:`._explain`)."""
     from ._explain import explain_record
 
-    return explain_record(bundle, record)["contributions"][:top]
+    return explain_record(bundle, record, predict_proba)["contributions"][:top]
 
 
 def interval_text(pred: dict) -> str | None:
@@ -467,7 +468,8 @@ def fhir_router(ctx: ServiceContext):
         def work():
             pred = ctx.serve([record], rid, key)[0]
             return risk_assessment(ctx.bundle, pred, record,
-                                   contributions(ctx.bundle, record), basis, rid)
+                                   contributions(ctx.bundle, record,
+                                                 predict_proba=ctx.predict_proba), basis, rid)
         ra = await run_in_threadpool(work)
         return Response(json.dumps(ra), media_type=FHIR_JSON)
 

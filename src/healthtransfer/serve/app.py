@@ -324,7 +324,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
                 key: ApiKey = Depends(require("predict"))):
         """Per-feature contributions to the log-odds, largest magnitude first."""
         rec = body.record.model_dump(by_alias=True)
-        out = explain_record(bundle, rec)
+        out = explain_record(bundle, rec, predictor.predict_proba)
         out.update(request_id=_rid(request), model_version=bundle.model_version)
         return out
 
@@ -389,7 +389,8 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     from ._fhir import ServiceContext, fhir_router
 
     ctx = ServiceContext(bundle=bundle, require=require, serve=_serve, rid=_rid, drift=drift,
-                         record_model=Record, preview_model=ExplainRequest)
+                         record_model=Record, preview_model=ExplainRequest,
+                         predict_proba=predictor.predict_proba)
     app.include_router(fhir_router(ctx))
     app.include_router(cds_router(ctx))
 
