@@ -27,7 +27,7 @@ Note: no ``from __future__ import annotations`` here; FastAPI reads the endpoint
 import json
 import uuid
 
-from ._fhir import FhirInputError, _label, contribution_text, interval_text, parse_resources
+from ._fhir import _HAVE_FHIR, FhirInputError, _label, contribution_text, interval_text, parse_resources
 
 __all__ = ["cds_router", "discovery", "SERVICES"]
 
@@ -137,6 +137,9 @@ def cds_router(ctx):
         rid = ctx.rid(request)
         base = str(request.base_url).rstrip("/")
         source = {"label": f"healthtransfer model {bundle.model_version}", "url": f"{base}/"}
+        if not _HAVE_FHIR:
+            raise HTTPException(501, "CDS Hooks needs the fhir.resources package: pip install "
+                                     "'healthtransfer[serve]'")
         try:
             resources = _resources_from_prefetch(prefetch, templates)
             record, _ = record_from_resources(resources, maps, bundle.feature_names)

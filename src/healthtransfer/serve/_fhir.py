@@ -24,6 +24,7 @@ Example
 """
 
 import datetime as _dt
+import importlib.util
 import json
 import math
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ __all__ = ["ServiceContext", "FhirInputError", "code_maps", "record_from_resourc
            "FHIR_JSON"]
 
 FHIR_JSON = "application/fhir+json"
+_HAVE_FHIR = importlib.util.find_spec("fhir") is not None \
+    and importlib.util.find_spec("fhir.resources") is not None
 UCUM = "http://unitsofmeasure.org"
 MODEL_SYSTEM = "urn:healthtransfer:model"
 _ACTIVE = {"active", "recurrence", "relapse"}
@@ -454,6 +457,10 @@ def fhir_router(ctx: ServiceContext):
         from starlette.concurrency import run_in_threadpool
 
         rid = ctx.rid(request)
+        if not _HAVE_FHIR:
+            return outcome(FhirInputError([_issue(
+                "not-supported", "FHIR input needs the fhir.resources package: pip install "
+                "'healthtransfer[serve]'")], 501), rid)
         try:
             payload = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError):

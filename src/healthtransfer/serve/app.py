@@ -304,14 +304,14 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     def _serve(items: list[dict], rid: str, key: ApiKey) -> list[dict]:
         """Predict, audit (before anything is returned), update drift and counters: the one
         path of every endpoint that returns a risk (/v1/predict, FHIR, CDS Hooks)."""
-        frame, preds = _predict(items)
+        _, preds = _predict(items)
         audit_commit.append([{"request_id": rid, "key_id": key.id,
                               "model_version": bundle.model_version,
                               "input_hash": input_hash(rec),
                               "output": {"probability": p["probability"], "class": p["class"],
                                          "flagged": p["flagged"]}}
                              for rec, p in zip(items, preds)])
-        drift.update(frame)
+        drift.update(items)
         with metrics.lock:
             metrics.predictions += len(preds)
             metrics.flagged += sum(p["flagged"] for p in preds)
