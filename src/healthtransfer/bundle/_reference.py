@@ -119,7 +119,7 @@ def bin_index(ref: dict, values) -> np.ndarray:
             x = pd.to_numeric(pd.Series(list(values), dtype=object),
                               errors="coerce").to_numpy(float)
         edges = np.asarray(ref["edges"], dtype=float)
-        idx = np.searchsorted(edges, np.nan_to_num(x, nan=0.0), side="left")
+        idx = np.searchsorted(edges, np.where(np.isnan(x), 0.0, x), side="left")
         idx[np.isnan(x)] = len(ref["labels"]) - 1
         return idx.astype(int)
     labels = ref["labels"]
