@@ -347,3 +347,22 @@ def test_cds_bad_requests(env):
     assert c.post("/cds-services/healthtransfer-risk", content=b"[1,2", headers=h).status_code == 400
     assert c.post("/cds-services/healthtransfer-risk", json={"hook": "patient-view"},
                   headers=h).status_code == 400
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=6),
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                         st.sampled_from(["resourceType", "entry", "resource", "patient", "chol",
+                                          "conditions", "gender", "code", "coding", "x"]),
+                         c, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(prefetch=st.one_of(st.none(), _json), context=st.one_of(_json, st.just({"patientId": "1"})),
+       hook=st.sampled_from(["patient-view", "order-select", "x"]))
+def test_cds_arbitrary_requests_never_500(env, prefetch, context, hook):
+    """Arbitrary CDS Hooks bodies get cards or a 400 with a message, never a 500."""
+    body = {"hook": hook, "hookInstance": "h", "context": context, "prefetch": prefetch}
+    r = env["heart"]["client"].post("/cds-services/healthtransfer-risk", json=body,
+                                    headers=H(env, fhir=False))
+    assert r.status_code in (200, 400), r.text
+    assert ("cards" in r.json()) if r.status_code == 200 else r.json()["detail"]
