@@ -545,6 +545,7 @@ def serve(
     allow_unsigned: bool = typer.Option(False, "--allow-unsigned", help="Serve a bundle that is unsigned or signed by an unknown key."),
     no_auth: bool = typer.Option(False, "--no-auth", help="No API keys: predict only, loopback only (local trials)."),
     allowed_host: list[str] = typer.Option([], "--allowed-host", help="Host header to accept besides localhost/127.0.0.1/::1 (repeatable)."),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="uvicorn worker processes (all share the audit log)."),
 ):
     """Start the decision-support service for BUNDLE (API, web page, audit log, drift monitor).
 
@@ -557,7 +558,7 @@ def serve(
 
         run_server(bundle, host=host, port=port, api_keys=api_keys, audit_db=audit_db,
                    trust=trust, allow_unsigned=allow_unsigned, no_auth=no_auth,
-                   allowed_hosts=allowed_host)
+                   allowed_hosts=allowed_host, workers=workers)
 
     _guard(go)
 

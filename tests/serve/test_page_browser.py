@@ -185,6 +185,12 @@ def test_page_end_to_end(server, browser, tmp_path):
     assert widths[0] > 0 and widths == sorted(widths, reverse=True)
     assert d.find_element(By.ID, "explain-method").text.startswith("occlusion-to-reference")
 
+    # the CDS Hooks card as the EHR would show it: same risk, the main contributors, a link
+    card = _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#cds-cards .cds-card"), "the card")[0]
+    assert f"{100 * want['probability']:.0f}%" in card.find_element(By.CLASS_NAME, "cds-summary").text
+    assert "Main contributors" in card.text and ex[0]["feature"] in card.text
+    assert card.find_element(By.TAG_NAME, "a").get_attribute("href").startswith(server["url"])
+
     # drift panel refreshed with the read scope
     _wait(d, lambda d: "recent records" in d.find_element(By.ID, "drift-status").text, "drift")
     drift = d.find_element(By.ID, "drift-status")  # one record: no PSI shown, not "ok"-green

@@ -142,9 +142,13 @@ def build_reference(frame: pd.DataFrame, features: list[dict]) -> dict:
 def bin_index(ref: dict, values) -> np.ndarray:
     """Bin number of each value under a feature's reference (the last bin is 'missing')."""
     if ref["type"] == "numeric":
-        x = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(float)
+        try:  # plain numbers / None (the service's validated records): no pandas round trip
+            x = np.array([math.nan if v is None else v for v in values], dtype=float)
+        except (TypeError, ValueError):
+            x = pd.to_numeric(pd.Series(list(values), dtype=object),
+                              errors="coerce").to_numpy(float)
         edges = np.asarray(ref["edges"], dtype=float)
-        idx = np.searchsorted(edges, np.nan_to_num(x, nan=0.0), side="left")
+        idx = np.searchsorted(edges, np.where(np.isnan(x), 0.0, x), side="left")
         idx[np.isnan(x)] = len(ref["labels"]) - 1
         return idx.astype(int)
     labels = ref["labels"]

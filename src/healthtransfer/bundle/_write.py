@@ -98,6 +98,8 @@ def _schema(dataset, features: list[str], preprocessor) -> dict:
             d = {"name": name, "kind": fs.kind, "unit": fs.unit,
                  "range": None if fs.range is None else [float(fs.range[0]), float(fs.range[1])],
                  "categories": fs.categories, "description": fs.description}
+            if getattr(fs, "fhir", None) is not None:  # code map for the FHIR / CDS Hooks input
+                d["fhir"] = fs.fhir.model_dump(exclude_defaults=True)
         else:
             kind = "categorical" if name in dataset.categorical else "numeric"
             d = {"name": name, "kind": kind, "unit": None, "range": None, "categories": None,

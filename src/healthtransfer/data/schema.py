@@ -40,6 +40,47 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FhirUnit(_Strict):
+    """A UCUM unit a FHIR ``Quantity`` may carry: ``feature value = value * factor + offset``."""
+
+    factor: float = 1.0
+    offset: float = 0.0
+
+
+class FhirCode(_Strict):
+    """Where a feature lives in FHIR R4 (read by the service's FHIR and CDS Hooks endpoints).
+
+    ``resource = "Observation"``: the latest Observation with ``system|code``; its
+    ``valueQuantity`` in ``unit`` (UCUM) or in one of ``units`` (converted), its
+    ``valueInteger``/``valueBoolean``, or its ``valueCodeableConcept`` looked up in ``values``;
+    with ``above`` set, the feature is 1 when the quantity exceeds it, else 0 (e.g. fasting
+    glucose > 120 mg/dL). ``resource = "Condition"``: 1 when an active Condition with the code
+    is present, else 0. ``resource = "Patient"``: ``element = "age"`` (whole years from
+    ``birthDate``) or ``"gender"`` (looked up in ``values``). ``required``: a Bundle without it
+    is refused, naming the code; otherwise the feature is missing (imputed and flagged).
+    """
+
+    resource: Literal["Observation", "Condition", "Patient"] = "Observation"
+    system: str = "http://loinc.org"
+    code: str | None = None
+    display: str = ""
+    element: Literal["age", "gender"] | None = None
+    unit: str | None = Field(default=None, description="UCUM code of the feature's unit")
+    units: dict[str, FhirUnit] = Field(default_factory=dict)
+    values: dict[str, Any] = Field(default_factory=dict, description="coded answer -> feature value")
+    above: float | None = None
+    required: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.resource == "Patient" and self.element is None:
+            raise ValueError("a Patient code map needs element = 'age' or 'gender'")
+        if self.resource != "Patient" and not self.code:
+            raise ValueError(f"a {self.resource} code map needs a code (e.g. a LOINC or "
+                             "SNOMED CT code)")
+        return self
+
+
 class FeatureSpec(_Strict):
     """One harmonised column."""
 
@@ -51,6 +92,7 @@ class FeatureSpec(_Strict):
     )
     categories: list[Any] | None = Field(default=None, description="allowed levels; others are counted as unmapped")
     description: str = Field(default="", description="what the column means, shown in the bundle's schema")
+    fhir: FhirCode | None = Field(default=None, description="FHIR code (LOINC / SNOMED CT / local) and UCUM units that map an Observation onto this column")
 
     @field_validator("range")
     @classmethod

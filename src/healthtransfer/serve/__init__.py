@@ -35,11 +35,13 @@ def _is_loopback(host: str) -> bool:
 
 def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audit_db=None,
           max_batch: int = 1000, trust=None, allow_unsigned: bool = False, no_auth: bool = False,
-          allowed_hosts=()) -> None:
+          allowed_hosts=(), workers: int = 1) -> None:
     """Run the service with uvicorn (blocks). Closed by default: it needs an API key file
     unless ``no_auth`` (then it binds loopback only and serves predict only), and a trust
     store for the bundle's signature unless ``allow_unsigned``. Binds 127.0.0.1 unless told
-    otherwise; a specific non-loopback ``host`` is added to the Host allow-list."""
+    otherwise; a specific non-loopback ``host`` is added to the Host allow-list. ``workers``
+    > 1 starts that many uvicorn worker processes sharing the audit database (see
+    :mod:`._workers`)."""
     try:
         import uvicorn
     except ImportError:
@@ -61,9 +63,16 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audi
     hosts = list(allowed_hosts or ())
     if not _is_loopback(host) and host not in ("0.0.0.0", "::"):  # nosec B104 # a comparison, not a bind
         hosts.append(host)
-    app = create_app(bundle, api_keys_file=api_keys, audit_url=audit_db, max_batch=max_batch,
-                     no_auth=no_auth, trust=trust, allow_unsigned=allow_unsigned,
-                     allowed_hosts=hosts)
+    options = dict(api_keys_file=api_keys, audit_url=audit_db, max_batch=max_batch, no_auth=no_auth,
+                   trust=trust, allow_unsigned=allow_unsigned, allowed_hosts=hosts)
+    if int(workers) > 1:
+        from ._workers import run_workers
+
+        # check everything (keys, signature, hosts) once here, before workers start
+        create_app(bundle, **options)
+        run_workers(bundle, host=host, port=int(port), workers=int(workers), **options)
+        return
+    app = create_app(bundle, **options)
     make_server(app, host, port).run()
 
 

@@ -45,21 +45,23 @@ class DriftMonitor:
         self._lock = threading.Lock()
         self.total = 0
 
-    def update(self, frame: pd.DataFrame) -> None:
-        if frame.empty or not self.features:
+    def update(self, frame: pd.DataFrame | list[dict]) -> None:
+        """Add records (a DataFrame, or the service's validated dicts) to the window."""
+        if len(frame) == 0 or not self.features:
             return
-        bins = np.column_stack([bin_index(self.ref[f], frame[f].tolist()) for f in self.features])
-        bins = bins.astype(np.int16)
+        col = ((lambda f: frame[f].tolist()) if isinstance(frame, pd.DataFrame)
+               else (lambda f: [r.get(f) for r in frame]))
+        bins = np.column_stack([bin_index(self.ref[f], col(f)) for f in self.features])
+        bins = bins.astype(np.int16)[-self.window:]  # older rows would leave at once
         with self._lock:
-            for row in bins:
-                self._rows.append(row)
-                for j, f in enumerate(self.features):
-                    self._counts[f][row[j]] += 1
-                if len(self._rows) > self.window:
-                    old = self._rows.popleft()
-                    for j, f in enumerate(self.features):
-                        self._counts[f][old[j]] -= 1
-            self.total += len(bins)
+            self._rows.extend(bins)
+            gone = [self._rows.popleft() for _ in range(max(0, len(self._rows) - self.window))]
+            for j, f in enumerate(self.features):  # counts updated per column, not per row
+                c = self._counts[f]
+                np.add.at(c, bins[:, j], 1)
+                if gone:
+                    np.subtract.at(c, np.asarray(gone)[:, j], 1)
+            self.total += len(frame)
 
     def status(self) -> dict:
         with self._lock:

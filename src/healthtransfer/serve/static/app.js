@@ -178,7 +178,39 @@
     showPrediction(r.data.predictions[0]);
     const e = await api("/v1/explain", { method: "POST", body: { record: rec } });
     if (e.status === 200) showContributions(e.data);
+    const c = await api("/cds-services/healthtransfer-risk/preview", { method: "POST", body: { record: rec } });
+    if (c.status === 200) showCards(c.data.cards);
     refreshDrift();
+  }
+
+  // ---- CDS Hooks cards as an EHR shows them (text only: no HTML from the server is injected)
+  function cardLine(line) {
+    const p = el("p", { class: line.startsWith("- ") ? "card-item" : "" });
+    const text = line.startsWith("- ") ? line.slice(2) : line;
+    text.split(/(\*\*[^*]+\*\*|`[^`]+`)/).forEach((part) => {
+      if (part.startsWith("**") && part.endsWith("**")) p.appendChild(el("strong", {}, part.slice(2, -2)));
+      else if (part.startsWith("`") && part.endsWith("`")) p.appendChild(el("code", {}, part.slice(1, -1)));
+      else if (part) p.appendChild(document.createTextNode(part));
+    });
+    return p;
+  }
+
+  function showCards(cards) {
+    const box = $("cds-cards");
+    box.replaceChildren();
+    for (const card of cards) {
+      const c = el("article", { class: "cds-card " + card.indicator, "data-indicator": card.indicator });
+      c.appendChild(el("p", { class: "cds-summary" }, card.summary));
+      for (const line of (card.detail || "").split("\n")) if (line.trim()) c.appendChild(cardLine(line));
+      const foot = el("p", { class: "muted" }, "Source: " + card.source.label);
+      c.appendChild(foot);
+      for (const l of card.links || []) {
+        const a = el("a", { href: l.url, rel: "noopener" }, l.label);
+        c.appendChild(a);
+      }
+      box.appendChild(c);
+    }
+    $("ehr").hidden = false;
   }
 
   // ---- model card and drift ---------------------------------------------------------------
