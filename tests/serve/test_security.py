@@ -126,8 +126,9 @@ def test_explain_fails_closed(env, tmp_path):
 # -- defect 4: body limits while streaming, batch bound before prediction ---------------------
 def _count_predictions(app):
     calls = []
-    real = app.state.bundle.predict_proba
-    app.state.bundle.predict_proba = lambda recs: calls.append(1) or real(recs)
+    # every risk goes through the service's predictor (compiled array path or the full one)
+    real = app.state.predictor.predict_proba
+    app.state.predictor.predict_proba = lambda recs: calls.append(1) or real(recs)
     return calls
 
 
@@ -256,8 +257,8 @@ def test_server_error_keeps_values_out_of_every_log_line(env, tmp_path, capfd, c
     app = make(env, tmp_path)
 
     def boom(records):  # a library error quoting its input, as many do
-        raise ValueError(f"cannot use chol={records['chol'].iloc[0]!r}")
-    app.state.bundle.predict_proba = boom
+        raise ValueError(f"cannot use chol={records[0]['chol']!r}")
+    app.state.predictor.predict_proba = boom
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -77,7 +77,7 @@ def test_two_workers_lose_no_audit_record(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-c", "from healthtransfer.cli import main; main()", "serve",
          "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-         "--api-keys", str(tmp_path / "keys.json"), "--audit-db", str(audit), str(bundle)],
+         "--api-keys", str(tmp_path / "keys.json"), "--allow-unsigned", "--audit-db", str(audit), str(bundle)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         start_new_session=True)
     try:
