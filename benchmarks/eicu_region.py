@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
-    DATA_DIR, SELECTION_POOL, SKADA_DEFAULT, BenchConfig, _fmt, apply_cli, base_parser, make_pairs, per_target,
+    DATA_DIR, SELECTION_POOL, SKADA_DEFAULT, BenchConfig, _fmt, apply_cli, bar_goals_section, base_parser, make_pairs, per_target,
     run_or_report,
 )
 
@@ -136,6 +136,9 @@ def anchor_section(out, df) -> str:
             f"{d:+.3f} |" if math.isfinite(d) else f"| {t} | {b} | … |")
     lines.append("")
     lines += _anchor_average(df)
+    lines.append(bar_goals_section(out, df, lambda means: "apache_iv_recal_itl",
+                                   "APACHE IV recalibrated in the large on the labelled target stays "
+                                   "(`apache_iv_recal_itl`; its AUROC is APACHE IV's)"))
     return "\n".join(lines)
 
 

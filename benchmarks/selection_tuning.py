@@ -189,9 +189,27 @@ def rule(sel, lf, v, cache, seed):
     return best
 
 
+def stack_weights(sel, lam):
+    """Non-negative least squares of the labels on the candidates' out-of-fold probabilities
+    (importance-weighted at n_t = 0), normalised, then shrunk toward the bar by ``lam``."""
+    from scipy.optimize import nnls
+
+    oof = sel["oof"]
+    names = list(oof)
+    first = oof[names[0]]
+    sw = np.sqrt(first.weight)
+    A = np.column_stack([oof[n].proba[:, 1] for n in names]) * sw[:, None]
+    w, _ = nnls(A, first.y * sw)
+    w = w / w.sum() if w.sum() > 0 else np.ones(len(names)) / len(names)
+    out = {n: (1 - lam) * wi for n, wi in zip(names, w)}
+    out[sel["bar"]] = out.get(sel["bar"], 0.0) + lam
+    return out
+
+
 def cmd_replay(names, variants):
     import pandas as pd
     from healthtransfer.evaluation.calibration import Recalibrator
+    from healthtransfer.selection import recalibration_evidence
 
     units = _load(names)
     cache = {}
@@ -209,11 +227,20 @@ def cmd_replay(names, variants):
             y_sel = next(iter(d["test"].values()))[0]
             a, br = _metric(name, y_sel, d["selected_proba"])
             rows.append(dict(base, method="shipped_now", auroc=a, brier=br))
+            if u["n_classes"] == 2:
+                for lam in (0.0, 0.5):
+                    w = stack_weights(sel, lam)
+                    p = sum(wi * np.asarray(d["test"][n][1])[:, 1] for n, wi in w.items())
+                    a, br = _metric(name, y_sel, p)
+                    rows.append(dict(base, method=f"stack_shrink{lam}", auroc=a, brier=br,
+                                     chosen=max(w, key=w.get)))
             for vname, v in variants.items():
                 ch = rule(sel, lf, v, cache, u["seed"])
                 y, p = d["test"][ch]
                 o = sel["oof"].get(ch)
-                if u["n_classes"] == 2 and b > 0 and o is not None and o.criterion == "target_cv":
+                if u["n_classes"] == 2 and b > 0 and o is not None and o.criterion == "target_cv" and (
+                        v.get("recal", "guard") == "always"
+                        or recalibration_evidence(o.y, o.proba[:, 1], seed=u["seed"])["helps"]):
                     cal = Recalibrator().fit(o.y, o.proba[:, 1])
                     p = cal.transform(np.asarray(p)[:, 1])
                 a, br = _metric(name, y, p)
@@ -230,11 +257,11 @@ def summary(df, variants):
         m = g.groupby("method")[["auroc", "brier"]].mean()
         bases = [b for b in BASELINES if b in m.index]
         bar = m.loc[bases, "auroc"].idxmax()
-        pool = [x for x in m.index if x not in variants and x != "shipped_now"]
+        pool = [x for x in m.index if x not in variants and x != "shipped_now" and not x.startswith("stack")]
         oracle = m.loc[pool, "auroc"].max()
         row = dict(bench=bench, pair=pair, n_t=n_t, bar=bar, bar_auroc=m.loc[bar, "auroc"], bar_brier=m.loc[bar, "brier"],
                    oracle=oracle)
-        for v in ["shipped_now", *variants]:
+        for v in ["shipped_now", *variants, *[x for x in m.index if x.startswith("stack")]]:
             row[f"{v}_d"] = m.loc[v, "auroc"] - m.loc[bar, "auroc"]
             row[f"{v}_db"] = m.loc[v, "brier"] - m.loc[bar, "brier"]
             row[f"{v}_gap"] = m.loc[v, "auroc"] - oracle
@@ -252,7 +279,11 @@ def default_variants():
                         bar=bar, margin=margin, bonf=bonf, min_gain=mg, brier=True, pick="lower")
     V["lf_bar|m1.0|B|g0.01|nobrier"] = dict(bar="lf_bar", margin=1.0, bonf=True, min_gain=0.01, brier=False, pick="lower")
     V["lf_bar|m1.0|B|g0.01|pickgain"] = dict(bar="lf_bar", margin=1.0, bonf=True, min_gain=0.01, brier=True, pick="gain")
-    V["old_like"] = dict(bar="lf_choice", margin=1.0, bonf=False, min_gain=0.01, brier=False, pick="gain")
+    V["old_like"] = dict(bar="lf_choice", margin=1.0, bonf=False, min_gain=0.01, brier=False, pick="gain",
+                         recal="always")
+    V["lf_bar|m1.0|B|g0.01|recal_always"] = dict(bar="lf_bar", margin=1.0, bonf=True, min_gain=0.01, brier=True,
+                                                 pick="lower", recal="always")
+    V["bar_only"] = dict(bar="lf_bar", margin=99.0, bonf=False, min_gain=1.0, brier=True, pick="lower")
     return V
 
 
@@ -272,7 +303,9 @@ if __name__ == "__main__":
 
         pd.set_option("display.width", 250)
         agg = []
-        for v in ["shipped_now", *V]:
+        for v in ["shipped_now", *V, "stack_shrink0.0", "stack_shrink0.5"]:
+            if f"{v}_d" not in s:
+                continue
             agg.append(dict(variant=v, mean_d=s[f"{v}_d"].mean(), worst_d=s[f"{v}_d"].min(),
                             cells_miss=int((s[f"{v}_d"] < -0.005).sum()), mean_db=s[f"{v}_db"].mean(),
                             brier_miss=int((s[f"{v}_db"] > 0.002).sum()), mean_gap=s[f"{v}_gap"].mean()))
