@@ -8,20 +8,22 @@ depends on what is available:
   target prediction entropy are computed and reported as heuristics, not used to choose;
 - n_t > 0 labelled target rows: repeated stratified cross-validation on them (``target_cv``).
 
-Recognising when not to adapt. At n_t = 0 the best candidate replaces the best *baseline* only
-if it beats it by more than ``margin`` standard errors of the paired difference (bootstrap over
-the same out-of-fold rows) and by more than ``min_gain`` AUROC; when the study names a
-reference score (e.g. APACHE IV), the recalibrated score is that bar, and the baselines too
-must beat it so. With labelled target rows the
-bar is the *label-free choice* (what the study would deploy with no labels): a candidate that
-uses the labels must beat it on target CV by the same margin. With fewer than
-``min_per_class`` labelled rows of some class, target CV cannot tell models apart (on the heart
-data, AUROC over 3 negatives chose target-trained models 0.1 AUROC worse than the source model),
-so the label-free choice is kept and the record says so.
+Bar first. One candidate is *the bar*: the study's reference score recalibrated at the target
+(e.g. APACHE IV) when it has one, else the best baseline on the label-free criterion; with
+target labels, the bar chosen without them (picking the best baseline on a few dozen labels is
+itself a noisy pick). The bar is returned unless a challenger beats it on the same out-of-fold
+rows by more than ``z`` paired-bootstrap standard errors and ``min_gain`` AUROC, with a Brier
+score not worse beyond noise. ``z`` splits ``margin``'s one-sided error rate over the k
+challengers (Bonferroni): the best of a dozen noisy gains is biased upward, and that winner's
+curse is what made the old winner-take-all rule fall below the bar. Among challengers that clear
+it, the one with the highest lower bound wins. With fewer than ``min_per_class`` labelled rows of
+a class, the label-free choice stands. ``Selection.explanation`` holds all of it as data (the
+bar, every candidate's gain, se, lower bound, Brier difference and verdict, the weights of what
+ships); :func:`explanation_html` renders it.
 
 >>> sel = select(expand_candidates(["source_lr", "pooled_lr"]), X, y, sd, 2)  # doctest: +SKIP
 >>> sel.chosen, sel.criterion, sel.reason  # doctest: +SKIP
-('source_lr', 'target_cv', 'kept the label-free choice source_lr: ...')
+('source_lr', 'target_cv', 'kept the bar source_lr on target_cv: the best challenger ...')
 """
 
 from __future__ import annotations
