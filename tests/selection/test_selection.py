@@ -339,3 +339,19 @@ def test_selection_explains_itself_as_data():
     json.dumps(s.to_dict())
     html = explanation_html(e)
     assert "source_lr" in html and s.chosen in html and "<table" in html
+
+
+def test_recalibration_is_applied_only_where_cross_fitting_shows_it_helps():
+    """A fitted recalibration map is a candidate like any other: on a few dozen calibrated rows it
+    only adds noise (kept raw); on a clearly miscalibrated model it lowers held-out Brier."""
+    from healthtransfer.selection import recalibration_evidence
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=300)
+    y = (rng.random(300) < 1 / (1 + np.exp(-z))).astype(int)
+    calibrated = 1 / (1 + np.exp(-z))
+    assert not recalibration_evidence(y[:30], calibrated[:30])["helps"]
+    bad = 1 / (1 + np.exp(-(3 * z + 1.5)))
+    ev = recalibration_evidence(y, bad)
+    assert ev["helps"] and ev["brier_change"] < -ev["se"]
+    assert recalibration_evidence(np.r_[np.zeros(10, int), 1], np.full(11, 0.5))["helps"] is False  # one positive
