@@ -338,7 +338,7 @@ def _run_bench_unit(cfg, ds, pair, seed, extras):
         for s in sels:
             selections.append({"pair": pair, **{k: s[k] for k in (
                 "target", "seed", "n_labeled", "chosen", "criterion", "reason", "anchor", "best_candidate",
-                "best_baseline", "calibration")}})
+                "best_baseline", "calibration", "bar")}})
     # 3. skada, on the same matrices (fitted once: skada masks target labels)
     ctx = unit_context(ds, sources, target, seed, cfg.test_fraction)
     if len(np.unique(ctx.yte)) < 2:
@@ -863,3 +863,56 @@ def apply_cli(cfg: BenchConfig, args, quick_methods: list[str], quick_skada: lis
     cfg.n_jobs = args.n_jobs
     out_dir = Path(args.out_dir) if args.out_dir else (RESULTS / "quick" if args.quick else RESULTS)
     return cfg, out_dir
+
+
+def bar_goals_section(out: dict, df: pd.DataFrame, bar_of: Callable[[pd.DataFrame], str], bar_label: str) -> str:
+    """Issue 16's goals, per (pair, n_t) cell and averaged over pairs: ``selected`` against the
+    bar (AUROC ≥ bar − 0.005, Brier ≤ bar + 0.002), paired win rates, and the gap to the oracle
+    (the selection-pool member with the best mean test AUROC). ``bar_of(cell_means)`` names the
+    bar of a cell from its per-method mean AUROC (a Series indexed by method)."""
+    if "selected" not in set(df.method):
+        return ""
+    pool = set(out["config"].get("selection_pool", []))
+    lines = ["## Selection against the bar (issue 16 goals)", "",
+             f"Bar: {bar_label}. Per cell: mean over seeds; Δ = selected − bar, paired on the same (pair, seed, "
+             "test rows); win = share of seeds where selected is strictly better (ties, e.g. selected = the bar, "
+             "count as not won; 'tie' gives their share). Oracle: the selection-pool member with the best mean test "
+             "AUROC (picked with test labels). Goals: ΔAUROC ≥ −0.005 and ΔBrier ≤ +0.002 per cell; pair-averaged "
+             "ΔAUROC ≥ 0 and ΔBrier ≤ 0; mean gap to the oracle ≤ 0.005. **MISS** marks a cell that misses.", "",
+             "| pair | n_t | seeds | bar | bar AUROC | selected AUROC | ΔAUROC (win/tie) | bar Brier | selected Brier | "
+             "ΔBrier (win) | oracle | sel − oracle | goal |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    cells = []
+    for (pk, b), g in df.groupby(["pair", "n_labeled"]):
+        means = g.groupby("method")["auroc"].mean()
+        if "selected" not in means.index:
+            continue
+        bar = bar_of(means)
+        cand = means[[m for m in means.index if m in pool]]
+        orc = cand.idxmax() if len(cand) else None
+        s = g[g.method == "selected"].set_index("seed")
+        r = g[g.method == bar].set_index("seed")
+        j = s[["auroc", "brier"]].join(r[["auroc", "brier"]], rsuffix="_bar", how="inner").dropna()
+        da, db = j.auroc - j.auroc_bar, j.brier - j.brier_bar
+        gap = float(means["selected"] - means[orc]) if orc else float("nan")
+        miss = [k for k, bad in (("AUROC", da.mean() < -0.005), ("Brier", db.mean() > 0.002)) if bad]
+        cells.append(dict(pair=pk, n_t=int(b), da=da.mean(), db=db.mean(), gap=gap, da_rows=da, db_rows=db))
+        lines.append(
+            f"| {pk} | {b} | {len(j)} | {bar} | {j.auroc_bar.mean():.3f} | {j.auroc.mean():.3f} | {da.mean():+.3f} "
+            f"({(da > 0).mean():.0%}/{(da == 0).mean():.0%}) | {j.brier_bar.mean():.4f} | {j.brier.mean():.4f} | "
+            f"{db.mean():+.4f} ({(db < 0).mean():.0%}) | {orc} {means.get(orc, float('nan')):.3f} | {gap:+.3f} | "
+            + ("**MISS** " + ", ".join(miss) if miss else "met") + " |")
+    lines += ["", "Averaged over the pairs of each budget (mean of per-pair means; win over all (pair, seed)):", "",
+              "| n_t | pairs | ΔAUROC vs bar (win) | ΔBrier vs bar (win) | mean gap to oracle | goal |",
+              "|---|---|---|---|---|---|"]
+    c = pd.DataFrame(cells)
+    for b, g in c.groupby("n_t"):
+        da_all = pd.concat(list(g.da_rows))
+        db_all = pd.concat(list(g.db_rows))
+        ok = g.da.mean() >= 0 and g.db.mean() <= 0
+        lines.append(f"| {b} | {len(g)} | {g.da.mean():+.4f} ({(da_all > 0).mean():.0%}) | {g.db.mean():+.4f} "
+                     f"({(db_all < 0).mean():.0%}) | {g.gap.mean():+.4f} | {'met' if ok else '**MISS**'} |")
+    gap_all = c.gap.mean()
+    lines += ["", f"Mean gap to the oracle over all cells: {gap_all:+.4f} AUROC "
+              f"({'met' if gap_all >= -0.005 else '**MISS**'}: goal ≥ −0.005). Cells missing a per-cell goal: "
+              f"{sum(1 for x in cells if x['da'] < -0.005 or x['db'] > 0.002)} of {len(cells)}.", ""]
+    return "\n".join(lines)

@@ -3,6 +3,8 @@ and keeps the baseline when it is not."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from healthtransfer.data import load_dataset
 from healthtransfer.data.splits import TargetSplit
@@ -219,3 +221,137 @@ def test_a_baseline_must_clearly_beat_the_reference_score_to_replace_it():
     assert s.best_candidate == "source_lr"
     assert s.best_baseline == "reference_recalibration"
     assert s.chosen == "reference_recalibration", s.reason
+
+
+# ---- the bar-first rule (issue 16) ------------------------------------------------------------
+
+def _oof(y, p, weight=None):
+    from healthtransfer.selection import OOF
+
+    p = np.clip(np.asarray(p, float), 1e-4, 1 - 1e-4)
+    return OOF(y=np.asarray(y), proba=np.column_stack([1 - p, p]),
+               weight=np.ones(len(y)) if weight is None else weight, criterion="target_cv")
+
+
+def _decide(oofs, bar="bar", **kw):
+    from healthtransfer.selection._select import _decide as decide
+
+    names = list(oofs)
+    scores = {n: {"auroc": 0.5} for n in names}
+    fam = {n: "baseline" if n == bar else "model" for n in names}
+    return decide(names, bar, oofs, scores, fam, "target_cv", seed=0, **{"margin": 1.0, "min_gain": 0.01, **kw})
+
+
+def test_many_noisy_challengers_do_not_displace_the_bar():
+    """Twelve challengers that are the bar plus noise: one of them scores best by chance, as the
+    old winner-take-all rule would have picked, but none clears the multiplicity-aware bar."""
+    from healthtransfer.selection._select import _auroc, _paired_gain
+
+    rng = np.random.default_rng(3)
+    n = 60
+    z = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-1.5 * z))).astype(int)
+    oofs = {"bar": _oof(y, 1 / (1 + np.exp(-z)))}  # the bar ranks by the true risk: nothing is better
+    for k in range(12):
+        oofs[f"c{k}"] = _oof(y, 1 / (1 + np.exp(-(z + rng.normal(scale=0.6, size=n)))))
+    best = max(oofs, key=lambda k: _auroc(oofs[k].y, oofs[k].proba))
+    gain, se = _paired_gain(oofs[best], oofs["bar"])
+    assert best != "bar" and gain > se and gain > 0.01  # the old rule (best score, 1 se) took this noisy winner
+    chosen, reason, rows, z_used = _decide(oofs)
+    assert chosen == "bar", reason
+    assert z_used > 2.0  # twelve comparisons: one standard error is not enough
+    assert {r["name"] for r in rows} == set(oofs) and rows[0]["verdict"] == "the bar"
+    assert "kept the bar" in reason
+
+
+def test_a_clearly_better_challenger_is_chosen_with_its_evidence():
+    rng = np.random.default_rng(1)
+    n = 200
+    z = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-3 * z))).astype(int)
+    oofs = {"bar": _oof(y, 1 / (1 + np.exp(-(z + rng.normal(scale=2.0, size=n))))),
+            "good": _oof(y, 1 / (1 + np.exp(-3 * z))),
+            "noise": _oof(y, rng.random(n))}
+    chosen, reason, rows, _ = _decide(oofs)
+    assert chosen == "good", reason
+    good = next(r for r in rows if r["name"] == "good")
+    assert good["lower"] > 0 and good["gain"] > 0.05 and good["verdict"].startswith("chosen")
+    assert next(r for r in rows if r["name"] == "noise")["gain"] < 0
+
+
+def test_a_better_ranking_with_a_much_worse_brier_does_not_replace_the_bar():
+    """Evidence says worse on one of the two metrics the user receives: keep the bar."""
+    rng = np.random.default_rng(2)
+    n = 300
+    z = rng.normal(size=n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    bar = 1 / (1 + np.exp(-(0.5 * z + rng.normal(scale=0.5, size=n))))
+    sharp = 1 / (1 + np.exp(-30 * z))  # ranks as well as possible, but claims near-certainty
+    chosen, reason, rows, _ = _decide({"bar": _oof(y, bar), "sharp": _oof(y, sharp)})
+    r = next(r for r in rows if r["name"] == "sharp")
+    assert r["lower"] > 0 and r["brier_diff"] > 0.03  # clearly better AUROC, clearly worse Brier
+    assert "Brier worse" in r["verdict"]
+    assert chosen == "bar", reason
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 8), st.integers(20, 120))
+def test_the_rule_never_returns_what_the_evidence_says_is_worse(seed, k, n):
+    """Whatever the candidates: the answer is the bar, or a challenger whose paired gain over
+    the bar is positive beyond its noise and whose Brier is not worse beyond noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]
+    z = rng.normal(size=n) + y * rng.uniform(0, 2)
+    oofs = {"bar": _oof(y, 1 / (1 + np.exp(-z)))}
+    for j in range(k):
+        oofs[f"c{j}"] = _oof(y, 1 / (1 + np.exp(-(rng.uniform(0, 2) * z + rng.normal(scale=rng.uniform(0.1, 2), size=n)))))
+    chosen, _, rows, z_used = _decide(oofs)
+    if chosen != "bar":
+        r = next(r for r in rows if r["name"] == chosen)
+        assert r["gain"] > 0.01 and r["gain"] - z_used * r["se"] > 0
+
+
+def test_threshold_grows_with_the_number_of_challengers():
+    from healthtransfer.selection._select import _threshold
+
+    assert _threshold(1.0, 1) == pytest.approx(1.0)
+    assert _threshold(1.0, 1) < _threshold(1.0, 5) < _threshold(1.0, 20)
+    assert _threshold(0.0, 10) == 0.0
+
+
+def test_selection_explains_itself_as_data():
+    """The explanation is plain data (JSON-safe): the bar, each candidate's evidence, the
+    weights of what ships, and why the bar was or was not kept; and it renders to HTML."""
+    import json
+
+    from healthtransfer.selection import explanation_html
+
+    d = make_shifted_domains("concept", n_source=300, n_target=300, random_state=1)
+    y = d.masked_y(60, random_state=1)
+    cands = expand_candidates(["source_lr", "pooled_lr", "target_lr", "linear_prior"], grid=False)
+    s = select(cands, d.X, y, d.sample_domain, 2, seed=0)
+    e = s.explanation
+    assert e["bar"] == s.bar == "source_lr" and e["chosen"] == s.chosen != "source_lr"
+    assert e["weights"] == {s.chosen: 1.0} and e["why_not_bar"]
+    assert {r["name"] for r in e["candidates"]} == {c.name for c in cands}
+    json.dumps(e, allow_nan=False)
+    json.dumps(s.to_dict())
+    html = explanation_html(e)
+    assert "source_lr" in html and s.chosen in html and "<table" in html
+
+
+def test_recalibration_is_applied_only_where_cross_fitting_shows_it_helps():
+    """A fitted recalibration map is a candidate like any other: on a few dozen calibrated rows it
+    only adds noise (kept raw); on a clearly miscalibrated model it lowers held-out Brier."""
+    from healthtransfer.selection import recalibration_evidence
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=300)
+    y = (rng.random(300) < 1 / (1 + np.exp(-z))).astype(int)
+    calibrated = 1 / (1 + np.exp(-z))
+    assert not recalibration_evidence(y[:30], calibrated[:30])["helps"]
+    bad = 1 / (1 + np.exp(-(3 * z + 1.5)))
+    ev = recalibration_evidence(y, bad)
+    assert ev["helps"] and ev["brier_change"] < -ev["se"]
+    assert recalibration_evidence(np.r_[np.zeros(10, int), 1], np.full(11, 0.5))["helps"] is False  # one positive

@@ -8,20 +8,22 @@ depends on what is available:
   target prediction entropy are computed and reported as heuristics, not used to choose;
 - n_t > 0 labelled target rows: repeated stratified cross-validation on them (``target_cv``).
 
-Recognising when not to adapt. At n_t = 0 the best candidate replaces the best *baseline* only
-if it beats it by more than ``margin`` standard errors of the paired difference (bootstrap over
-the same out-of-fold rows) and by more than ``min_gain`` AUROC; when the study names a
-reference score (e.g. APACHE IV), the recalibrated score is that bar, and the baselines too
-must beat it so. With labelled target rows the
-bar is the *label-free choice* (what the study would deploy with no labels): a candidate that
-uses the labels must beat it on target CV by the same margin. With fewer than
-``min_per_class`` labelled rows of some class, target CV cannot tell models apart (on the heart
-data, AUROC over 3 negatives chose target-trained models 0.1 AUROC worse than the source model),
-so the label-free choice is kept and the record says so.
+Bar first. One candidate is *the bar*: the study's reference score recalibrated at the target
+(e.g. APACHE IV) when it has one, else the best baseline on the label-free criterion; with
+target labels, the bar chosen without them (picking the best baseline on a few dozen labels is
+itself a noisy pick). The bar is returned unless a challenger beats it on the same out-of-fold
+rows by more than ``z`` paired-bootstrap standard errors and ``min_gain`` AUROC, with a Brier
+score not worse beyond noise. ``z`` splits ``margin``'s one-sided error rate over the k
+challengers (Bonferroni): the best of a dozen noisy gains is biased upward, and that winner's
+curse is what made the old winner-take-all rule fall below the bar. Among challengers that clear
+it, the one with the highest lower bound wins. With fewer than ``min_per_class`` labelled rows of
+a class, the label-free choice stands. ``Selection.explanation`` holds all of it as data (the
+bar, every candidate's gain, se, lower bound, Brier difference and verdict, the weights of what
+ships); :func:`explanation_html` renders it.
 
 >>> sel = select(expand_candidates(["source_lr", "pooled_lr"]), X, y, sd, 2)  # doctest: +SKIP
 >>> sel.chosen, sel.criterion, sel.reason  # doctest: +SKIP
-('source_lr', 'target_cv', 'kept the label-free choice source_lr: ...')
+('source_lr', 'target_cv', 'kept the bar source_lr on target_cv: the best challenger ...')
 """
 
 from __future__ import annotations
@@ -91,11 +93,15 @@ class Selection:
     anchor: str | None = None  # with target labels: the label-free choice a candidate had to beat
     label_free: "Selection | None" = field(default=None, repr=False)  # that selection (a caller may reuse it)
     oof: dict[str, OOF] = field(default_factory=dict, repr=False)
+    bar: str | None = None  # the candidate every other had to beat (reference score or best baseline)
+    # why this choice, as data: the bar, each challenger's paired gain / se / Brier and verdict,
+    # the weights of the returned model ({chosen: 1.0}); rendered by ``explanation_table``
+    explanation: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.chosen, "criterion": self.criterion, "reason": self.reason,
                 "best_candidate": self.best_candidate, "best_baseline": self.best_baseline,
-                "anchor": self.anchor, "scores": self.scores}
+                "anchor": self.anchor, "bar": self.bar, "scores": self.scores, "explanation": self.explanation}
 
 
 def _auroc(y, proba, w=None) -> float:
@@ -112,6 +118,14 @@ def _auroc(y, proba, w=None) -> float:
 def _paired_gain(a: OOF, b: OOF, n_boot: int = 200, seed: int = 0) -> tuple[float, float]:
     """Mean and std of AUROC(a) - AUROC(b) over bootstrap draws of the same rows, drawn with
     probability proportional to the importance weights (so IWCV is respected)."""
+    g = _paired_evidence(a, b, n_boot=n_boot, seed=seed)
+    return g["gain"], g["se"]
+
+
+def _paired_evidence(a: OOF, b: OOF, n_boot: int = 200, seed: int = 0) -> dict[str, float]:
+    """Paired evidence that ``a`` beats ``b`` on the same out-of-fold rows: AUROC gain and
+    Brier difference (a - b), each with its bootstrap standard error. Rows are drawn with
+    probability proportional to their weights (IWCV's importance weights, or 1)."""
     rng = np.random.default_rng(seed)
     w = a.weight / a.weight.sum()
     n = len(a.y)
@@ -123,12 +137,77 @@ def _paired_gain(a: OOF, b: OOF, n_boot: int = 200, seed: int = 0) -> tuple[floa
     else:  # multi-class: compare on the top class of the majority one-vs-rest (coarse but paired)
         c = np.bincount(a.y).argmax()
         pa, pb, yy = a.proba[:, c][idx], b.proba[:, c][idx], (yb == c).astype(int)
+    onehot = np.eye(a.proba.shape[1])[a.y]
+    brier_rows = ((a.proba - onehot) ** 2).sum(axis=1) - ((b.proba - onehot) ** 2).sum(axis=1)
+    db = brier_rows[idx].mean(axis=1)
+    brier = float(np.average(brier_rows, weights=a.weight))
     ok = (yy.sum(axis=1) > 0) & (yy.sum(axis=1) < n)
     d = _auroc_rows(yy[ok], pa[ok]) - _auroc_rows(yy[ok], pb[ok])
     d = d[np.isfinite(d)]
     if len(d) < 10:
-        return 0.0, float("inf")
-    return float(d.mean()), float(d.std(ddof=1))
+        return {"gain": 0.0, "se": float("inf"), "brier_diff": brier, "brier_se": float(db.std(ddof=1))}
+    return {"gain": float(d.mean()), "se": float(d.std(ddof=1)), "brier_diff": brier,
+            "brier_se": float(db.std(ddof=1))}
+
+
+def _threshold(margin: float, n_challengers: int) -> float:
+    """Standard errors a challenger must clear: ``margin`` is the one-sided z for a single
+    comparison; with k challengers the same error rate is split k ways (Bonferroni), because the
+    best of k noisy gains is biased upward (the winner's curse that picked noisy winners)."""
+    from statistics import NormalDist
+
+    if margin <= 0:
+        return 0.0
+    tail = (1.0 - NormalDist().cdf(margin)) / max(1, n_challengers)
+    return float(NormalDist().inv_cdf(1.0 - tail))
+
+
+def _fin(x):
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def _decide(names, bar, oofs, scores, fam, criterion, *, margin, min_gain, seed, n_boot=200):
+    """The bar unless a challenger beats it beyond noise on the paired out-of-fold rows.
+
+    A challenger is eligible when its AUROC gain over the bar exceeds ``z`` bootstrap standard
+    errors (``z`` from :func:`_threshold`) and ``min_gain``, and its Brier score is not worse
+    than the bar's beyond one standard error. Among eligible challengers the one with the
+    highest lower bound (gain - z se) wins: the most certain improvement, not the noisiest.
+    Returns (chosen, reason, explanation rows, z).
+    """
+    challengers = [n for n in names if n != bar]
+    z = _threshold(margin, len(challengers))
+    rows = [{"name": bar, "family": fam[bar], "score": _fin(scores[bar]["auroc"]), "gain": 0.0, "se": 0.0,
+             "lower": 0.0, "brier_diff": 0.0, "verdict": "the bar"}]
+    best, best_lower = None, -np.inf
+    for n in challengers:
+        ev = _paired_evidence(oofs[n], oofs[bar], n_boot=n_boot, seed=seed)
+        lower = ev["gain"] - z * ev["se"]
+        if not ev["gain"] > min_gain:
+            verdict = f"gain {ev['gain']:+.3f} not above {min_gain:g}"
+        elif not lower > 0:
+            verdict = f"gain {ev['gain']:+.3f} within noise ({z:.2f} se = {z * ev['se']:.3f})"
+        elif ev["brier_diff"] > ev["brier_se"]:
+            verdict = f"Brier worse by {ev['brier_diff']:+.4f} (se {ev['brier_se']:.4f})"
+        else:
+            verdict = "clears the bar"
+            if lower > best_lower:
+                best, best_lower = n, lower
+        rows.append({"name": n, "family": fam[n], "score": _fin(scores[n]["auroc"]), "gain": _fin(ev["gain"]),
+                     "se": _fin(ev["se"]), "lower": _fin(lower), "brier_diff": _fin(ev["brier_diff"]),
+                     "verdict": verdict})
+    if best is None:
+        top = max((r for r in rows[1:]), key=lambda r: r["gain"] if r["gain"] is not None else -np.inf, default=None)
+        why = "no challenger" if top is None else (
+            f"the best challenger {top['name']}: {top['verdict']}")
+        return bar, f"kept the bar {bar} on {criterion}: {why}", rows, z
+    r = next(r for r in rows if r["name"] == best)
+    for row in rows:
+        if row["name"] == best:
+            row["verdict"] = "chosen: " + row["verdict"]
+    return best, (f"{best} beat the bar {bar} by {r['gain']:+.3f} AUROC (se {r['se']:.3f}, lower bound "
+                  f"{r['lower']:+.3f} at {z:.2f} se) on {criterion}"), rows, z
 
 
 def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int = 0,
@@ -215,46 +294,54 @@ def select(candidates: list[Candidate], X, y, sd, n_classes: int, *, seed: int =
                                                oofs[name].weight if oof.criterion == "iwcv" else None)
     fam = {c.name: c.family for c in candidates}
     best = max(names, key=lambda n: (np.nan_to_num(rank_score[n], nan=-np.inf), -names.index(n)))
-    # The bar a transfer method must clear: the plain baselines and, when the study names one,
-    # the external clinical score recalibrated at the target (APACHE IV in eICU) - an existing
-    # model the site already trusts, not an adaptation to be proven.
-    # When the study has one, the recalibrated score is the bar on its own: the plain baselines
-    # too must beat it beyond noise to replace it (on eICU a source model that ranked a little
-    # higher on source-side IWCV scored 0.08 AUROC below APACHE IV at the target).
     ref = {c.name: c.uses_reference for c in candidates}
     baselines = [n for n in names if ref[n]] or [n for n in names if fam[n] == "baseline"]
     best_base = max(baselines, key=lambda n: (np.nan_to_num(rank_score[n], nan=-np.inf), -names.index(n))) if baselines else None
-    chosen, reason = best, f"highest {criterion} score"
-    anchor = label_free.chosen if (criterion == "target_cv" and label_free is not None) else None
-    if anchor is not None and anchor in oofs:
-        # With target labels, the bar is what the study would deploy without them.
-        rare = int(counts.min())
-        if rare < min_per_class:
-            chosen = anchor
-            reason = (f"kept the label-free choice {anchor} ({label_free.criterion}): only {rare} labelled target "
-                      f"rows of the rarest class (< {min_per_class}), too few for target CV to tell models apart")
-        elif best == anchor:
-            reason = f"the label-free choice {anchor} also scored best on {criterion}"
-        else:
-            gain, sd_gain = _paired_gain(oofs[best], oofs[anchor], seed=seed)
-            if gain > margin * sd_gain and gain > min_gain:
-                reason = f"{best} beat the label-free choice {anchor} by {gain:+.3f} AUROC (se {sd_gain:.3f}) on {criterion}"
-            else:
-                chosen = anchor
-                reason = (f"kept the label-free choice {anchor}: the best candidate {best} gained {gain:+.3f} AUROC "
-                          f"(se {sd_gain:.3f}) on {criterion}, not more than {margin:g} se and {min_gain:g}")
-        return Selection(chosen=chosen, criterion=criterion, reason=reason, scores=scores, best_candidate=best,
-                         best_baseline=best_base, anchor=anchor, label_free=label_free, oof=oofs)
-    if best_base is not None and best != best_base:
-        gain, sd_gain = _paired_gain(oofs[best], oofs[best_base], seed=seed)
-        if not (gain > margin * sd_gain and gain > min_gain):
-            chosen = best_base
-            reason = (f"kept baseline {best_base}: the best candidate {best} gained {gain:+.3f} AUROC "
-                      f"(se {sd_gain:.3f}) on {criterion}, not more than {margin:g} se and {min_gain:g}")
-        else:
-            reason = f"{best} beat baseline {best_base} by {gain:+.3f} AUROC (se {sd_gain:.3f}) on {criterion}"
-    return Selection(chosen=chosen, criterion=criterion, reason=reason, scores=scores,
-                     best_candidate=best, best_baseline=best_base, oof=oofs, label_free=label_free)
+    bar, bar_kind = _the_bar(names, ref, best_base, criterion, label_free, oofs)
+    anchor = bar if criterion == "target_cv" and label_free is not None else None
+    rare = int(counts.min()) if n_lab else 0
+    if anchor is not None and rare < min_per_class and label_free.chosen in oofs:
+        # too few labels of a class for target CV to tell models apart: the label-free
+        # decision stands (it is the prior the labels would have had to overturn)
+        chosen = label_free.chosen
+        reason = (f"kept the label-free choice {chosen} ({label_free.criterion}): only {rare} labelled target "
+                  f"rows of the rarest class (< {min_per_class}), too few for target CV to tell models apart")
+        rows, z = [], None
+    else:
+        chosen, reason, rows, z = _decide(names, bar, oofs, scores, fam, criterion, margin=margin,
+                                          min_gain=min_gain, seed=seed)
+    explanation = {"bar": bar, "bar_kind": bar_kind, "criterion": criterion, "chosen": chosen,
+                   "weights": {chosen: 1.0}, "threshold_se": z, "min_gain": min_gain,
+                   "n_scored_rows": int(len(oofs[bar].y)), "candidates": rows,
+                   "why_not_bar": None if chosen == bar else reason}
+    return Selection(chosen=chosen, criterion=criterion, reason=reason, scores=scores, best_candidate=best,
+                     best_baseline=best_base, anchor=anchor, label_free=label_free, oof=oofs, bar=bar,
+                     explanation=explanation)
+
+
+# The reference score recalibrated at the target: the model the site already trusts (APACHE IV
+# in eICU). When the study has a reference score this, not a baseline, is the bar.
+REFERENCE_BAR = "reference_recalibration"
+
+
+def _the_bar(names, ref, best_base, criterion, label_free, oofs) -> tuple[str, str]:
+    """Which candidate is the bar, and what kind of bar it is.
+
+    - the recalibrated reference score, when the study has one;
+    - with target labels: the label-free selection's bar (the baseline chosen without labels;
+      choosing the best *baseline* on a few dozen labels is itself a noisy pick);
+    - otherwise the best baseline on the criterion (or the first candidate if none is a baseline).
+    """
+    refs = [n for n in names if ref[n]]
+    if refs:
+        return (REFERENCE_BAR if REFERENCE_BAR in refs else best_base), "reference score"
+    if criterion == "target_cv" and label_free is not None:
+        lf_bar = label_free.bar or label_free.chosen
+        if lf_bar in oofs:
+            return lf_bar, f"best baseline without target labels ({label_free.criterion})"
+    if best_base is not None:
+        return best_base, f"best baseline on {criterion}"
+    return names[0], "first candidate (no baseline in the pool)"
 
 
 def _sample_rows(X, y, sd, score_mask, extra_columns, max_rows, seed):
@@ -278,3 +365,31 @@ def _ranks(values, higher_better=True) -> np.ndarray:
 def target_entropy(est, X_target) -> float:
     """Mean prediction entropy on target rows (heuristic: low is confident, not correct)."""
     return entropy(est.predict_proba(X_target))
+
+
+def recalibration_evidence(y, p, *, seed: int = 0, n_splits: int = 5) -> dict[str, Any]:
+    """Does recalibrating on these out-of-fold target rows lower the Brier score of rows it was
+    not fitted on? Cross-fitted over the rows; ``helps`` only when the Brier change is below
+    minus one standard error (the raw model is the default, as the bar is for selection:
+    on 10-40 labels a fitted recalibration map often costs more than it corrects).
+
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 2, 200)
+    >>> recalibration_evidence(y, np.clip(0.2 + 0.5 * y + 0.1 * rng.random(200), 0, 1))["helps"]
+    True
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    from ..evaluation.calibration import Recalibrator
+
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, float)
+    k = int(min(n_splits, np.bincount(y, minlength=2).min()))
+    if k < 2:
+        return {"brier_change": None, "se": None, "helps": False}
+    diff = np.zeros(len(y))
+    for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(p, y):
+        q = Recalibrator().fit(y[tr], p[tr]).transform(p[te])
+        diff[te] = (q - y[te]) ** 2 - (p[te] - y[te]) ** 2
+    mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
+    return {"brier_change": mean, "se": se, "helps": bool(mean < -se)}
