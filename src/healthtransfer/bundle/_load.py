@@ -91,8 +91,10 @@ def verify_bundle(path: str | Path) -> dict:
                           fix="pass the OUT/bundle folder written by `healthtransfer run`")
     mpath = path / MANIFEST
     if not mpath.is_file():
+        inner = sorted(p.parent.name for p in path.glob(f"*/{MANIFEST}"))
         raise BundleError("has no manifest.json", where=where,
-                          fix="pass the bundle folder itself, or write the bundle again")
+                          fix=f"a study writes one bundle per target: pass one of {[str(path / t) for t in inner]}"
+                          if inner else "pass the bundle folder itself, or write the bundle again")
     manifest = _read_json(mpath, where)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
             or not isinstance(manifest.get("files"), dict):
