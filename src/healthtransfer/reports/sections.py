@@ -254,17 +254,19 @@ def final_model_section(result) -> Section:
     rows, checks = [], []
     for t, fm in result.finals.items():
         ev, sp = fm.evaluation, fm.seed_spread.get("auroc", {})
+        get = lambda m, k, d=None: ev.get(m, {}).get(k, d)  # noqa: E731 (multi-class: no interval)
         rows.append({"target": t, "shipped model": fm.candidate, "calibration": fm.calibration,
                      "inputs": len(fm.inputs), "required score": (fm.reference_input or {}).get("name", "—"),
-                     "AUROC": ev["auroc"]["value"], "AUROC 95% CI (target sample)": _interval(ev["auroc"]["ci"]),
-                     "Brier": ev["brier"]["value"], "Brier 95% CI (target sample)": _interval(ev["brier"]["ci"]),
-                     "ECE": ev["ece"]["value"], "ECE noise floor": ev["ece"]["noise_floor"], "test rows": ev["auroc"]["n"],
+                     "AUROC": get("auroc", "value"), "AUROC 95% CI (target sample)": _interval(get("auroc", "ci", [None, None])),
+                     "Brier": get("brier", "value"), "Brier 95% CI (target sample)": _interval(get("brier", "ci", [None, None])),
+                     "ECE": get("ece", "value"), "ECE noise floor": get("ece", "noise_floor"),
+                     "test rows": get("auroc", "n"),
                      "selection over splits: AUROC range": _interval([sp.get("min"), sp.get("max")])})
         chk = result.deployment.get(t)
         if chk:
             checks.append({"target": t, "bundle": chk.get("bundle_dir") or "(temporary)", "rows": chk["n_rows"],
-                           **{f"{k} reported": chk["reported"][k] for k in ("auroc", "brier", "ece")},
-                           **{f"{k} bundle": chk["bundle"][k] for k in ("auroc", "brier", "ece")},
+                           **{f"{k} reported": v for k, v in chk["reported"].items()},
+                           **{f"{k} bundle": v for k, v in chk["bundle"].items()},
                            "max |difference|": f"{chk['max_abs_difference']:.1e}",
                            "result": "passed" if chk["passed"] else "FAILED"})
     training = "".join(f"<li><b>{esc(t)}</b>: <code>{esc(fm.candidate)}</code>, {esc(fm.training['text'])}</li>"

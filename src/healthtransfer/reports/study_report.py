@@ -252,9 +252,10 @@ def model_card(result) -> str:
              "deployment check |", "|---|---|---|---|---|---|---|---|"]
     for t, fm in result.finals.items():
         ev, chk = fm.evaluation, result.deployment.get(t, {})
+        ece = ev.get("ece", {})
         lines.append(
             f"| {t} | `{fm.candidate}` | {fm.calibration} | {_ci(ev.get('auroc'))} | {_ci(ev.get('brier'))} | "
-            f"{ev['ece']['value']:.3f} ({ev['ece']['noise_floor']:.3f}) | {ev['auroc']['n']} | "
+            f"{_f(ece.get('value'))} ({_f(ece.get('noise_floor'))}) | {ev.get('auroc', {}).get('n', 'n/a')} | "
             f"{'passed' if chk.get('passed') else 'not run'} |")
     lines += ["", "## How the models were trained (generated from what each fit used)", ""]
     for t, fm in result.finals.items():
@@ -281,4 +282,5 @@ def _ci(m) -> str:
     if not m:
         return "n/a"
     lo, hi = m.get("ci", [None, None])
+    lo, hi = (None if v is None or v != v else v for v in (lo, hi))
     return f"{m['value']:.3f} ({_f(lo)} to {_f(hi)})"

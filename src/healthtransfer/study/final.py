@@ -67,9 +67,13 @@ class FinalModel:
     importance: pd.DataFrame | None = None
     relations: pd.DataFrame | None = None
 
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Class probabilities for harmonised rows (the object itself, in memory)."""
+        return self.model.predict_proba(self.preprocessor.transform(frame[self.inputs]))
+
     def predict_risk(self, frame: pd.DataFrame) -> np.ndarray:
-        """Probability of the positive class for harmonised rows (the object itself, in memory)."""
-        return self.model.predict_proba(self.preprocessor.transform(frame[self.inputs]))[:, 1]
+        """Probability of the positive class (binary outcomes)."""
+        return self.predict_proba(frame)[:, 1]
 
 
 def selection_summary(records: list[dict]) -> list[dict]:
@@ -234,10 +238,14 @@ def _final_model(result, target: str) -> FinalModel | None:
     if ds.n_classes == 2:
         p = fm.predict_risk(rows)
         fm.evaluation = target_sample_ci(y, p, random_state=fm.seed)
-        fm.evaluation["rows"] = (f"{len(y)} held-out {target} test rows of seed {fm.seed} "
-                                 "(no fitting, selection or calibration step saw them)")
-        fm.evaluation["run_record"] = {k: unit["record"].get(k) for k in ("auroc", "brier", "ece")}
         fm.calibration_table = calibration_table(y, p)
+    else:  # multi-class: the point metrics (no target-sample interval yet)
+        fm.evaluation = {k: {"value": v, "n": int(len(y))}
+                         for k, v in score(y, fm.predict_proba(rows), ds.n_classes).items()}
+    fm.evaluation["rows"] = (f"{len(y)} held-out {target} test rows of seed {fm.seed} "
+                             "(no fitting, selection or calibration step saw them)")
+    fm.evaluation["run_record"] = {k: unit["record"].get(k) for k in _metric_keys(fm)}
+    if ds.n_classes == 2:
         fm.importance = _importance(fm, ds, result.study.transfer.sources, rows)
         fm.relations = _relations(ds, result.study.transfer.sources, rows)
     return fm
@@ -277,6 +285,10 @@ def calibration_table(y, p, n_bins: int = 5) -> list[dict]:
     return out
 
 
+def _metric_keys(final: FinalModel) -> list[str]:
+    return [k for k, v in final.evaluation.items() if isinstance(v, dict) and "value" in v]
+
+
 def deployment_check(final: FinalModel, bundle_dir, dataset) -> dict[str, Any]:
     """Load the written bundle through the service's loader, score it on the final model's
     held-out rows and compare with the reported AUROC / Brier / ECE (tolerance 1e-9)."""
@@ -285,8 +297,8 @@ def deployment_check(final: FinalModel, bundle_dir, dataset) -> dict[str, Any]:
     b = load_bundle(bundle_dir)
     rows = dataset.frame.iloc[final.eval_positions]
     y = rows[dataset.label].to_numpy().astype(int)
-    got = score(y, b.predict_risk(rows))
-    want = {k: final.evaluation[k]["value"] for k in ("auroc", "brier", "ece")}
+    got = score(y, b.predict_proba(rows), dataset.n_classes)
+    want = {k: final.evaluation[k]["value"] for k in _metric_keys(final)}
     diff = max(abs(got[k] - want[k]) for k in want)
     return {"target": final.target, "model_version": b.model_version, "n_rows": int(len(y)), "seed": final.seed,
             "bundle": {k: got[k] for k in want}, "reported": want, "max_abs_difference": float(diff),

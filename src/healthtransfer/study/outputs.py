@@ -57,7 +57,7 @@ def _bundle_metrics(result, fm) -> dict:
         "target": fm.target, "n_labeled": fm.n_labeled, "candidate": fm.candidate,
         "evaluated_on": ev.get("rows"),
         # read by the card (a table) and by the service's page (overall.auroc with its interval)
-        "overall": {k: ev[k] for k in ("auroc", "brier", "ece") if k in ev},
+        "overall": {k: v for k, v in ev.items() if isinstance(v, dict) and "value" in v},
         "seed_spread": {f"selection over {fm.seed_spread.get('seeds', 0)} splits (mean; range)": spread} if spread else {},
         "comparison": comparison,
         "subgroups": [r for r in _subgroups(result) if r["target"] == fm.target],
