@@ -13,7 +13,7 @@ from ..evaluation.metrics import score
 from .html import Section, esc, figure_to_img, table_html
 
 __all__ = [
-    "subgroup_table", "selection_section", "calibration_section",
+    "selection_section", "calibration_section",
     "subgroup_section", "explanation_section", "recommendation_section", "label_efficiency_plot",
     "final_model_section",
 ]
@@ -26,54 +26,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def subgroup_table(predictions: list[dict], columns: list[str], numeric: list[str]) -> pd.DataFrame:
-    """Selected-model metrics per subgroup at each target (largest budget), mean over seeds with a
-    their range over seeds (a spread, not a CI: every seed re-splits the same patients); numeric
-    columns are cut into tertiles of the target's values."""
-
-    rows = []
-    sel = [p for p in predictions if p["method"] == "selected" and p.get("subgroups") is not None]
-    if not sel:
-        return pd.DataFrame()
-    for target in dict.fromkeys(p["target"] for p in sel):
-        ps = [p for p in sel if p["target"] == target]
-        top = max(p["n_labeled"] for p in ps)
-        ps = [p for p in ps if p["n_labeled"] == top]
-        allsub = pd.concat([p["subgroups"] for p in ps])
-        for col in columns:
-            if col in numeric and allsub[col].nunique() > 5:
-                edges = np.unique(np.nanquantile(allsub[col].to_numpy(float), [0, 1 / 3, 2 / 3, 1]))
-            else:
-                edges = None
-            per_level: dict[str, list] = {}
-            for p in ps:
-                vals = p["subgroups"][col]
-                if edges is not None:
-                    lv = pd.cut(vals, edges, include_lowest=True).astype(str)
-                else:
-                    lv = vals.map(lambda v: "missing" if pd.isna(v) else (str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v)))
-                proba = p["proba"][:, 1] if p["proba"].ndim == 2 else p["proba"]
-                for level in lv.unique():
-                    m = (lv == level).to_numpy()
-                    if m.sum() >= 5 and len(np.unique(p["y"][m])) == 2:
-                        s = score(p["y"][m], proba[m])
-                        per_level.setdefault(level, []).append((s["auroc"], s["brier"], int(m.sum())))
-            for level, vals in per_level.items():
-                a = np.array([v[0] for v in vals])
-
-                rows.append({"target": target, "n_labeled": top, "column": col, "level": level, "seeds": len(a),
-                             "n_per_seed": float(np.mean([v[2] for v in vals])), "auroc": float(a.mean()),
-                             "spread_low": float(a.min()), "spread_high": float(a.max()),
-                             "brier": float(np.mean([v[1] for v in vals]))})
-    df = pd.DataFrame(rows)
-    if len(df):
-        df["largest_gap"] = False
-        for (t, c), g in df.groupby(["target", "column"]):
-            if len(g) > 1:
-                df.loc[g["auroc"].idxmin(), "largest_gap"] = (g["auroc"].max() - g["auroc"].min()) >= 0.05
-    return df
 
 
 def label_efficiency_plot(df: pd.DataFrame) -> str:

@@ -58,8 +58,6 @@ def results_payload(result) -> dict[str, Any]:
     """The ``results.json`` content, read from a finalised result (nothing recomputed here
     except the subgroup view of the kept predictions)."""
     from ..study.run import summarise
-    from .sections import subgroup_table
-
     metrics = result.metric_names
     payload = {
         "study": json.loads(result.study.model_dump_json(by_alias=True)),
@@ -75,8 +73,7 @@ def results_payload(result) -> dict[str, Any]:
     payload["selected"] = result.selections
     payload["selection_summary"] = result.selection_summary
     payload["shift"] = {t: rep.to_dict() for t, rep in result.shift.items()}
-    sub = subgroup_table(result.predictions, result.dataset.subgroup_columns(), result.dataset.numeric)
-    payload["subgroups"] = sub.to_dict(orient="records")
+    payload["subgroups"] = result.subgroups.to_dict(orient="records")
     payload["recommendation"] = {t: fm.evidence for t, fm in result.finals.items()}
     payload["final_models"] = {t: _final_summary(fm) for t, fm in result.finals.items()}
     payload["deployment_check"] = result.deployment
@@ -201,7 +198,7 @@ def _skipped(result) -> Section | None:
 
 def build_report(result) -> str:
     from .sections import (calibration_section, explanation_section, final_model_section, recommendation_section,
-                           selection_section, subgroup_section, subgroup_table)
+                           selection_section, subgroup_section)
 
     finals, summary = result.finals, result.selection_summary
     sections = [_overview(result)]
@@ -215,8 +212,7 @@ def build_report(result) -> str:
     if result.selections:
         sections.append(selection_section(result, summary))
         sections.append(calibration_section(result))
-        sub = subgroup_table(result.predictions, result.dataset.subgroup_columns(), result.dataset.numeric)
-        sections.append(subgroup_section(result, sub))
+        sections.append(subgroup_section(result, result.subgroups))
     if finals:
         sections.append(explanation_section(finals))
     sections.append(_results_table(result))

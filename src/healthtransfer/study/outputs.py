@@ -60,16 +60,9 @@ def _bundle_metrics(result, fm) -> dict:
         "overall": {k: v for k, v in ev.items() if isinstance(v, dict) and "value" in v},
         "seed_spread": {f"selection over {fm.seed_spread.get('seeds', 0)} splits (mean; range)": spread} if spread else {},
         "comparison": comparison,
-        "subgroups": [r for r in _subgroups(result) if r["target"] == fm.target],
+        "subgroups": [r for r in result.subgroups.to_dict(orient="records") if r["target"] == fm.target],
         "calibration": fm.calibration_table,
     }
-
-
-def _subgroups(result) -> list[dict]:
-    from ..reports.sections import subgroup_table
-
-    sub = subgroup_table(result.predictions, result.dataset.subgroup_columns(), result.dataset.numeric)
-    return sub.to_dict(orient="records")
 
 
 def _write_target_bundle(result, fm, path: Path) -> None:

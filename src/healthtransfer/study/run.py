@@ -60,6 +60,7 @@ class StudyResult:
     shipped: list[dict[str, Any]] = field(default_factory=list, repr=False)
     # filled once by healthtransfer.study.final.finalise; the writers only read them
     selection_summary: list[dict[str, Any]] = field(default_factory=list)
+    subgroups: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     finals: dict[str, Any] = field(default_factory=dict)
     deployment: dict[str, Any] = field(default_factory=dict)
 
