@@ -8,6 +8,7 @@ demo target's test half) and states :func:`target_sample_ci`'s interval.
 """
 
 import numpy as np
+import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
@@ -20,6 +21,7 @@ def _draw(n, shift, rng):
     return X, (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
 
 
+@pytest.mark.slow  # 800 BCa bootstraps: about a minute on one free core
 def test_target_sample_intervals_cover_93_to_97_percent():
     rng = np.random.default_rng(0)
     model = LogisticRegression().fit(*_draw(2000, 0.0, rng))

@@ -27,7 +27,8 @@ from healthtransfer.study.run import run_study  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "eicu_midwest_to_south.toml"
 DATA = Path(os.environ.get("HEALTHTRANSFER_DATA", "/work/shared/data"))
-pytestmark = pytest.mark.skipif(not (DATA / "eicu_demo").is_dir(), reason="eICU demo data not staged")
+pytestmark = [pytest.mark.skipif(not (DATA / "eicu_demo").is_dir(), reason="eICU demo data not staged"),
+              pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
