@@ -657,9 +657,9 @@ def markdown(out: dict, cfg: BenchConfig) -> str:
     lines += ["## Headline", "", f"Per pair and budget: mean {h} of the best of each group (best by mean "
               "over seeds, so each 'best' is optimistic: it is picked with the test labels). "
               "`selected` is the product's selection (no test labels); `oracle` is the best member of the "
-              "selection pool by mean test " + h + " (reference only).", ""]
-    lines += ["| pair | n_t | seeds | best ours (transfer) | best skada | best baseline | selected | oracle | "
-              "ours − skada | ours − baseline |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "selection pool by mean test " + h + " (reference only). * = picked with the test labels.", ""]
+    lines += ["| pair | n_t | seeds | best ours (transfer)* | best skada* | best baseline* | selected | oracle* | "
+              "ours* − skada* | ours* − baseline* |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in summ:
         bo, bs, bb = r.get(f"best_ours_{h}"), r.get(f"best_skada_{h}"), r.get(f"best_baseline_{h}")
 

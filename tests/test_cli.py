@@ -31,7 +31,7 @@ def test_demo_writes_results_with_the_promised_shape(demo_out):
     assert {"source_lr", "source_gbm", "target_lr", "target_gbm", "pooled_lr", "pooled_gbm"} <= methods
     summ = {(s["method"], s["n_labeled"]): s for s in payload["summary"]}
     s = summ[("source_lr", 0)]
-    assert s["auroc"]["ci"][0] <= s["auroc"]["mean"] <= s["auroc"]["ci"][1]
+    assert s["auroc"]["spread"][0] <= s["auroc"]["mean"] <= s["auroc"]["spread"][1] and "ci" not in s["auroc"]
     assert 0.6 < s["auroc"]["mean"] < 0.95  # Cleveland's LR transfers, imperfectly
     assert payload["harmonisation"]["rows"]
 
@@ -182,19 +182,28 @@ def test_serve_keys_add_routes_and_stores_only_a_hash(tmp_path):
     assert route(["serve", "bundle-dir"]) == ["serve", "bundle-dir"]
 
 
-def test_demo_writes_a_loadable_bundle(demo_out):
+def test_demo_writes_a_bundle_per_target_equal_to_its_deployment_check(demo_out):
     from healthtransfer.bundle import load_bundle
 
-    b = load_bundle(demo_out / "bundle")
-    p = b.predict_proba([{"age": 61, "sex": 1, "cp": 4, "trestbps": 140, "chol": 260, "fbs": 0,
-                          "restecg": 0, "thalach": 120, "exang": 1, "oldpeak": 2.0}])
-    assert 0 <= float(p[0, 1]) <= 1
+    payload = json.loads((demo_out / "results.json").read_text())
+    targets = ["hungarian", "va", "switzerland"]
+    assert sorted(p.name for p in (demo_out / "bundle").iterdir()) == sorted(targets)
+    for t in targets:
+        b = load_bundle(demo_out / "bundle" / t)
+        p = b.predict_proba([{"age": 61, "sex": 1, "cp": 4, "trestbps": 140, "chol": 260, "fbs": 0,
+                              "restecg": 0, "thalach": 120, "exang": 1, "oldpeak": 2.0}])
+        assert 0 <= float(p[0, 1]) <= 1
+        check = payload["deployment_check"][t]
+        assert check["passed"]
+        for k in ("auroc", "brier", "ece"):  # the card's numbers are the bundle's numbers on the same rows
+            assert abs(b.metrics["overall"][k]["value"] - check["bundle"][k]) <= 1e-9
     assert (demo_out / "model_card.md").exists()
 
 
 def test_demo_report_has_the_reviewer_sections(demo_out):
     page = (demo_out / "report.html").read_text()
-    for section in ("Recommendation", "Shift diagnostics", "Model selection", "Calibration", "Subgroups", "Explanations"):
+    for section in ("Recommendation", "Shipped models", "Shift diagnostics", "Model selection", "Calibration",
+                    "Subgroups", "Explanations"):
         assert f">{section}</h2>" in page, section
     payload = json.loads((demo_out / "results.json").read_text())
     assert payload["selected"] and {"chosen", "criterion", "n_labeled", "seed"} <= set(payload["selected"][0])

@@ -91,22 +91,21 @@ def demo_study(seeds: int = 5):
 
 def _execute(study, out: Path, data_dir: Optional[Path], jobs: int, methods: Optional[list[str]],
              backend: Optional[str] = None, bundle: bool = True, as_json: bool = False):
-    from .reports.study_report import write_outputs
-    from .study.final import fit_final_model
-    from .study.run import run_study, targets_of
+    from .study.final import finalise
+    from .study.outputs import write_study_outputs
+    from .study.run import run_study
 
     from rich.console import Console
 
     result = run_study(study, methods=methods, data_dir=data_dir, n_jobs=jobs, progress=True, backend=backend)
-    finals = {}
     with Console(stderr=True).status("") as status:
-        for t in targets_of(study) if result.selections else []:
-            status.update(f"fitting and explaining the recommended model for {t}")
-            finals[t] = fit_final_model(result, t)
-        status.update("writing the report" + (" and the bundle" if bundle else ""))
-        report = write_outputs(result, out, finals=finals, bundle=bundle)
+        if result.selections:
+            status.update("fitting and explaining the final model per target")
+            finalise(result)
+        status.update("writing the report, the bundles and the deployment check")
+        report = write_study_outputs(result, out, bundle=bundle)
     _print_summary(result, as_json)
-    extra = " and bundle/" if (out / "bundle").is_dir() else ""
+    extra = " and bundle/<target>/ per target" if (out / "bundle").is_dir() else ""
     # with --json, stdout carries only the JSON; the closing line goes to stderr
     typer.echo(f"\nWrote {report}, {out / 'results.json'}{extra} in {result.seconds:.1f} s.", err=as_json)
     return result
@@ -185,7 +184,7 @@ def run(
     method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Run only these methods (repeatable)."),
     jobs: int = typer.Option(2, min=1, help="Parallel workers."),
     backend: Optional[str] = typer.Option(None, help="joblib backend for the sweep, e.g. 'ray' (needs a Ray cluster)."),
-    bundle: bool = typer.Option(True, help="Also write OUT/bundle/ with the recommended model."),
+    bundle: bool = typer.Option(True, help="Also write OUT/bundle/<target>/: one bundle per target."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout instead of tables."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (units, methods, fits, estimated time) "
                                  "and exit without running or writing anything."),
@@ -536,7 +535,7 @@ app.add_typer(keys_app, name="serve-keys", hidden=True)
 
 @app.command()
 def serve(
-    bundle: Path = typer.Argument(..., help="Bundle folder (OUT/bundle from `run` or `demo`)."),
+    bundle: Path = typer.Argument(..., help="Bundle folder (OUT/bundle/<target> from `run` or `demo`)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind; loopback by default."),
     port: int = typer.Option(8000, help="Port."),
     api_keys: Optional[Path] = typer.Option(None, "--api-keys", help="Key file from `healthtransfer serve keys add` (required unless --no-auth)."),

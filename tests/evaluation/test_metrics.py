@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from healthtransfer.evaluation import bootstrap_ci, expected_calibration_error, fast_bootstrap_ci, score
+from healthtransfer.evaluation import expected_calibration_error, fast_bootstrap_ci, score, target_sample_ci
 
 
 def test_binary_metrics_match_sklearn():
@@ -20,16 +20,19 @@ def test_ece_zero_when_calibrated_and_large_when_not():
     assert expected_calibration_error(y, np.full(100, 0.9)) == pytest.approx(0.4)
 
 
-def test_bootstrap_ci_covers_the_estimate_and_the_fast_path_agrees():
+def test_target_sample_ci_and_the_fast_path_agree():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 200)
     p = np.clip(0.25 * y + 0.75 * rng.random(200), 0, 1)
     s = score(y, p)
-    slow, fast = bootstrap_ci(y, p, n_boot=300), fast_bootstrap_ci(y, p, n_boot=300)
-    for k in ("auroc", "brier", "ece"):
-        assert slow[k][0] < s[k] < slow[k][1]
+    site, fast = target_sample_ci(y, p, n_resamples=1000), fast_bootstrap_ci(y, p, n_boot=300)
+    for k in ("auroc", "brier"):
+        lo, hi = site[k]["ci"]
+        assert lo < s[k] < hi and site[k]["value"] == s[k]
         assert fast[k][0] < s[k] < fast[k][1]
-        assert abs(slow[k][0] - fast[k][0]) < 0.04 and abs(slow[k][1] - fast[k][1]) < 0.04
+        assert abs(lo - fast[k][0]) < 0.04 and abs(hi - fast[k][1]) < 0.04
+    assert site["ece"]["value"] == s["ece"] and "ci" not in site["ece"]  # ECE: noise floor, no CI
+    assert 0 < site["ece"]["noise_floor"] < 0.2
 
 
 def test_multiclass_metrics():

@@ -47,6 +47,10 @@ def format_metric(v: Any) -> str:
         if _is_number(lo) and _is_number(hi):
             level = v.get("level", 0.95)
             text += f" ({round(100 * level)}% CI {lo:.3f} to {hi:.3f})"
+        if isinstance(v.get("spread"), (list, tuple)) and len(v["spread"]) == 2:
+            text += f" (range over splits {v['spread'][0]:.3f} to {v['spread'][1]:.3f}; a spread, not a CI)"
+        if _is_number(v.get("noise_floor")):
+            text += f" (noise floor of a calibrated model on these rows: {v['noise_floor']:.3f})"
         if "n" in v and _is_number(v["n"]):
             text += f", n={v['n']}"
         return text
@@ -105,7 +109,9 @@ def render_card(*, schema: dict, training: dict, metrics: dict, version: str,
         f"- Written by healthtransfer {version} on {training.get('created', '?')}",
         f"- Predicts: `{schema.get('label')}` (classes {', '.join(map(str, schema.get('classes', [])))};"
         f" positive class `{schema.get('positive')}`)",
-        f"- Inputs: {len(schema.get('features', []))} features (see *Input schema*)",
+        f"- Inputs: {len(schema.get('features', []))} (see *Input schema*)"
+        + "".join(f"; `{f['name']}` is a required existing score: {f.get('description') or ''}"
+                  for f in schema.get("features", []) if f.get("required")),
         "",
         "## Intended use",
         "",
@@ -120,6 +126,9 @@ def render_card(*, schema: dict, training: dict, metrics: dict, version: str,
         f"- Dataset: {training.get('dataset', '?')}"
         + (f" ({training['license']})" if training.get("license") else ""),
     ]
+    desc = training.get("description") or {}
+    if desc.get("text"):
+        lines.append(f"- Training (from what the fit used): {desc['text']}")
     if training.get("sources"):
         lines.append(f"- Source sites: {', '.join(map(str, training['sources']))}")
     if training.get("target"):
@@ -139,8 +148,9 @@ def render_card(*, schema: dict, training: dict, metrics: dict, version: str,
         lines += _metrics_section(metrics)
     else:
         lines += ["No held-out metrics were recorded with this bundle.", ""]
-    lines += ["## Input schema", "", "| feature | type | unit | allowed range | categories | missing in training |",
-              "|---|---|---|---|---|---|"]
+    lines += ["## Input schema", "",
+              "| input | type | unit | allowed range | categories | missing in training | required |",
+              "|---|---|---|---|---|---|---|"]
     ref = (reference or {}).get("features", {})
     for f in schema.get("features", []):
         rng = f.get("range")
@@ -149,7 +159,7 @@ def render_card(*, schema: dict, training: dict, metrics: dict, version: str,
             f"| {f['name']} | {f['kind']} | {f.get('unit') or ''} | "
             f"{'' if rng is None else f'{rng[0]:g} to {rng[1]:g}'} | "
             f"{', '.join(map(str, f.get('categories') or []))} | "
-            f"{'' if miss is None else f'{100 * miss:.0f}%'} |")
+            f"{'' if miss is None else f'{100 * miss:.0f}%'} | {'yes' if f.get('required') else 'no'} |")
     lines += [
         "",
         "## Limits",

@@ -181,7 +181,12 @@ def _verify(path: Path, trust=None, allow_unsigned: bool = False) -> tuple[dict,
     where = f"bundle {path}"
     if not path.is_dir():
         raise BundleError("is not a directory", where=where,
-                          fix="pass the OUT/bundle folder written by `healthtransfer run`")
+                          fix="pass OUT/bundle/<target>, a folder written by `healthtransfer run`")
+    if not (path / MANIFEST).exists():  # a study's OUT/bundle holds one bundle per target
+        inner = sorted(p.parent.name for p in path.glob(f"*/{MANIFEST}") if not p.is_symlink())
+        if inner:
+            raise BundleError("has no manifest.json; it holds one bundle per target", where=where,
+                              fix=f"pass one of {[str(path / t) for t in inner]}")
     present = _entries(path, where)
     if MANIFEST not in present:
         raise BundleError("has no manifest.json", where=where,

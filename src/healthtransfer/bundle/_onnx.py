@@ -226,10 +226,26 @@ def onnx_predict_proba(onnx_path, X: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=float)
 
 
+def _unwrap_shipped(bundle):
+    """A study's shipped model is the fitted estimator plus its calibration map; only the
+    uncalibrated, features-only case has an ONNX graph today."""
+    import dataclasses
+
+    from ..study._shipped import ReferenceScoreInput, ShippedModel
+
+    if isinstance(bundle.preprocessor, ReferenceScoreInput):
+        raise _refuse("models that take an existing score as an input are not exported yet")
+    if isinstance(bundle.model, ShippedModel):
+        if bundle.model.calibration is not None:
+            raise _refuse(f"the model's {bundle.model.calibration.kind} calibration map is not exported yet")
+        bundle = dataclasses.replace(bundle, model=bundle.model.estimator)
+    return bundle
+
+
 def export_onnx(bundle_dir, out_path=None, *, check: bool = True) -> Path:
     """Write the bundle's model as ONNX (default ``<bundle_dir>.onnx`` beside the folder, so
     the bundle itself stays unchanged) and check parity with ONNX Runtime."""
-    bundle = load_bundle(bundle_dir)
+    bundle = _unwrap_shipped(load_bundle(bundle_dir))
     if any(not f.get("numeric_codes", True) for f in bundle.schema["features"]):
         raise _refuse("categorical features with text categories are not supported")
     try:

@@ -6,8 +6,11 @@ Layout of ``OUT/bundle/``::
     preprocessor.skops      fitted ColumnTransformer (skops.io, no pickle)
     model.skops             fitted estimator; for deep methods without its torch module
     model.safetensors       torch weights of deep methods (state_dict tensors only)
-    schema.json             input features: name, kind, unit, allowed range, categories
-    training.json           method, training sites and row counts, data fingerprints
+    schema.json             inputs: name, kind, unit, allowed range, categories; a model that
+                            recalibrates an existing score declares it ("required": true,
+                            "role": "reference_score", range 0..1, its meaning)
+    training.json           method, what the fit used (rows per site, target rows, calibration),
+                            data fingerprints
     metrics.json            target-test metrics with confidence intervals (as given)
     reference.json          per-feature aggregates for drift/flags/explanations
     model_card.md           the model card (Markdown)
@@ -179,7 +182,8 @@ def _save_model(model, stage: Path) -> dict | None:
 
 
 def write_bundle(out_dir, *, model, preprocessor, dataset, training_frame: pd.DataFrame,
-                 method: str, metrics: dict, extra: dict | None = None) -> Path:
+                 method: str, metrics: dict, extra: dict | None = None, reference_input: dict | None = None,
+                 training_description: dict | None = None) -> Path:
     """Write the deployable bundle of a fitted ``preprocessor`` + ``model`` to ``out_dir``.
 
     ``training_frame`` is the harmonised DataFrame the final model was fitted on; only
@@ -187,6 +191,9 @@ def write_bundle(out_dir, *, model, preprocessor, dataset, training_frame: pd.Da
     any JSON-able dict (target-test metrics with CIs; ``overall``/``per_site``/``subgroups``
     keys render as tables in the card). ``extra`` may carry ``intended_use``, ``limits``,
     ``sources``, ``target`` and anything else worth recording in ``training.json``.
+    ``reference_input`` (``{"name", "range", "meaning"}``) declares an existing score the model
+    reads as a required input; ``training_description`` (what the fit used, with a ``text``
+    sentence) goes into ``training.json`` and the card.
     """
     from .. import __version__
 
@@ -199,6 +206,16 @@ def write_bundle(out_dir, *, model, preprocessor, dataset, training_frame: pd.Da
         raise BundleError(f"training_frame lacks the model's input columns {missing}",
                           where="write_bundle", fix="pass the harmonised frame the model was fitted on")
     specs = _schema(dataset, features, preprocessor)
+    if reference_input is not None:
+        name = reference_input["name"]
+        if name not in features:
+            raise BundleError(f"the reference score '{name}' is not an input of the preprocessor",
+                              where="write_bundle", fix="wrap the preprocessor in ReferenceScoreInput")
+        lo, hi = reference_input.get("range", [0.0, 1.0])
+        specs[features.index(name)] = {
+            "name": name, "kind": "numeric", "unit": "probability", "range": [float(lo), float(hi)],
+            "categories": None, "description": reference_input.get("meaning", ""), "required": True,
+            "role": "reference_score", "numeric_codes": True}
     classes = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
     positive = dataset.schema.positive if dataset.schema is not None else None
     pos_idx = (classes.index(positive) if positive in classes else len(classes) - 1) if classes else 1
@@ -222,6 +239,7 @@ def write_bundle(out_dir, *, model, preprocessor, dataset, training_frame: pd.Da
                          "training_rows": fingerprint(training_frame.reset_index(drop=True))},
         "license": dataset.license, "citation": dataset.citation,
         "sources": extra.pop("sources", None), "target": extra.pop("target", None),
+        "description": training_description,
         "extra": {k: v for k, v in extra.items() if k not in ("intended_use", "limits")},
     })
     reference = _clean_json(build_reference(training_frame, specs))
@@ -256,7 +274,8 @@ def write_bundle(out_dir, *, model, preprocessor, dataset, training_frame: pd.Da
                 with open(p, "rb") as fh:
                     os.fsync(fh.fileno())
         # The bundle must reproduce the in-memory model before it replaces anything.
-        _check_round_trip(stage, model, preprocessor, training_frame[features])
+        required = [f["name"] for f in specs if f.get("required")]
+        _check_round_trip(stage, model, preprocessor, training_frame[features].dropna(subset=required))
         replace_path(stage, out_dir)
     finally:
         shutil.rmtree(stage, ignore_errors=True)

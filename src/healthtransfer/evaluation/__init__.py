@@ -4,10 +4,10 @@ from .metrics import (
     BINARY_METRICS,
     LOWER_IS_BETTER,
     MULTICLASS_METRICS,
-    bootstrap_ci,
     expected_calibration_error,
     fast_bootstrap_ci,
     score,
+    target_sample_ci,
 )
 
-__all__ = ["BINARY_METRICS", "LOWER_IS_BETTER", "MULTICLASS_METRICS", "bootstrap_ci", "expected_calibration_error", "fast_bootstrap_ci", "score"]
+__all__ = ["BINARY_METRICS", "LOWER_IS_BETTER", "MULTICLASS_METRICS", "expected_calibration_error", "fast_bootstrap_ci", "score", "target_sample_ci"]

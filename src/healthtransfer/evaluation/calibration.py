@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-__all__ = ["Recalibrator", "logit", "prior_shift_adjust", "reliability_curve"]
+__all__ = ["PriorShift", "Recalibrator", "logit", "prior_shift_adjust", "reliability_curve"]
 
 
 def logit(p):
@@ -101,6 +101,24 @@ def prior_shift_adjust(proba, source_prior, target_prior) -> np.ndarray:
     q = proba * r
     q /= q.sum(axis=1, keepdims=True)
     return q[:, 1] if squeeze else q
+
+
+@dataclass
+class PriorShift:
+    """Binary calibration map for label shift: P(y=1) re-weighted from the source's class prior
+    to the target's estimated one (see :func:`prior_shift_adjust`).
+
+    >>> round(float(PriorShift([0.5, 0.5], [0.8, 0.2]).transform([0.5])[0]), 2)
+    0.2
+    """
+
+    source_prior: list
+    target_prior: list
+    kind: str = "prior_shift"
+
+    def transform(self, p) -> np.ndarray:
+        return prior_shift_adjust(np.asarray(p, float), np.asarray(self.source_prior, float),
+                                  np.asarray(self.target_prior, float))
 
 
 def reliability_curve(y, p, n_bins: int = 10):

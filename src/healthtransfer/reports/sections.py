@@ -13,8 +13,9 @@ from ..evaluation.metrics import score
 from .html import Section, esc, figure_to_img, table_html
 
 __all__ = [
-    "selection_summary", "subgroup_table", "selection_section", "calibration_section",
+    "selection_section", "calibration_section",
     "subgroup_section", "explanation_section", "recommendation_section", "label_efficiency_plot",
+    "final_model_section",
 ]
 
 
@@ -25,92 +26,6 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-BASELINE_NAMES = ("source_lr", "source_gbm", "target_lr", "target_gbm", "pooled_lr", "pooled_gbm")
-
-
-def selection_summary(records: list[dict]) -> list[dict]:
-    """Per (target, n_labeled): the selected model's mean AUROC beside the oracle-best candidate
-    (best mean on test: a reference only), the best of source/target/pooled, with paired
-    differences and win-rates over seeds."""
-    df = pd.DataFrame.from_records(records)
-    if df.empty or "selected" not in set(df["method"]):
-        return []
-    out = []
-    for (t, n), g in df.groupby(["target", "n_labeled"], sort=False):
-        sel = g[g["method"] == "selected"].set_index("seed")
-        if sel.empty:
-            continue
-        cands = g[(g["method"] != "selected") & ~g["method"].str.startswith("reference:")]
-        means = cands.groupby("method")["auroc"].mean()
-        base = means[means.index.isin(BASELINE_NAMES)]
-        oracle, best_base = means.idxmax(), (base.idxmax() if len(base) else None)
-        row = {"target": t, "n_labeled": int(n), "seeds": int(len(sel)),
-               "selected_auroc": float(sel["auroc"].mean()), "selected_ece": float(sel["ece"].mean()) if "ece" in sel else None,
-               "oracle": oracle, "oracle_auroc": float(means.max()),
-               "best_baseline": best_base, "best_baseline_auroc": float(base.max()) if len(base) else None,
-               "chosen": sel["chosen"].value_counts().to_dict() if "chosen" in sel else {}}
-        if "ece_uncalibrated" in sel and sel["ece_uncalibrated"].notna().any():
-            row["selected_ece_uncalibrated"] = float(sel["ece_uncalibrated"].mean())
-        for ref, key in ((best_base, "vs_best_baseline"), (oracle, "vs_oracle")):
-            if ref is None:
-                continue
-            r = cands[cands["method"] == ref].set_index("seed")["auroc"]
-            d = (sel["auroc"] - r).dropna()
-            row[key] = {"mean_delta": float(d.mean()), "win_rate": float((d > 0).mean()), "ties": float((d == 0).mean())}
-        out.append(row)
-    return out
-
-
-def subgroup_table(predictions: list[dict], columns: list[str], numeric: list[str]) -> pd.DataFrame:
-    """Selected-model metrics per subgroup at each target (largest budget), mean over seeds with a
-    95% t-interval; numeric columns are cut into tertiles of the target's values."""
-    from scipy import stats
-
-    rows = []
-    sel = [p for p in predictions if p["method"] == "selected" and p.get("subgroups") is not None]
-    if not sel:
-        return pd.DataFrame()
-    for target in dict.fromkeys(p["target"] for p in sel):
-        ps = [p for p in sel if p["target"] == target]
-        top = max(p["n_labeled"] for p in ps)
-        ps = [p for p in ps if p["n_labeled"] == top]
-        allsub = pd.concat([p["subgroups"] for p in ps])
-        for col in columns:
-            if col in numeric and allsub[col].nunique() > 5:
-                # open outer bins: the 0 and 1 quantiles would print one patient's value
-                edges = np.unique([-np.inf, *np.nanquantile(allsub[col].to_numpy(float),
-                                                            [1 / 3, 2 / 3]), np.inf])
-            else:
-                edges = None
-            per_level: dict[str, list] = {}
-            for p in ps:
-                vals = p["subgroups"][col]
-                if edges is not None:
-                    lv = pd.cut(vals, edges, include_lowest=True).astype(str)
-                else:
-                    lv = vals.map(lambda v: "missing" if pd.isna(v) else (str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v)))
-                proba = p["proba"][:, 1] if p["proba"].ndim == 2 else p["proba"]
-                for level in lv.unique():
-                    m = (lv == level).to_numpy()
-                    if m.sum() >= 5 and len(np.unique(p["y"][m])) == 2:
-                        s = score(p["y"][m], proba[m])
-                        per_level.setdefault(level, []).append((s["auroc"], s["brier"], int(m.sum())))
-            for level, vals in per_level.items():
-                a = np.array([v[0] for v in vals])
-                half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else np.nan
-                rows.append({"target": target, "n_labeled": top, "column": col, "level": level, "seeds": len(a),
-                             "n_per_seed": float(np.mean([v[2] for v in vals])), "auroc": float(a.mean()),
-                             "ci_low": float(a.mean() - half), "ci_high": float(a.mean() + half),
-                             "brier": float(np.mean([v[1] for v in vals]))})
-    df = pd.DataFrame(rows)
-    if len(df):
-        df["largest_gap"] = False
-        for (t, c), g in df.groupby(["target", "column"]):
-            if len(g) > 1:
-                df.loc[g["auroc"].idxmin(), "largest_gap"] = (g["auroc"].max() - g["auroc"].min()) >= 0.05
-    return df
 
 
 def label_efficiency_plot(df: pd.DataFrame) -> str:
@@ -125,22 +40,25 @@ def label_efficiency_plot(df: pd.DataFrame) -> str:
         for fam in ("instance", "feature", "model", "relation"):
             fam_means = g[g["family"] == fam].groupby("method")["auroc"].mean()
             fam_means = fam_means[fam_means.index != "selected"]
-            if len(fam_means):
+            if len(fam_means):  # each family's best by mean test AUROC: picked with test labels
                 show.append(fam_means.idxmax())
         if "selected" in means.index:
             show.append("selected")
         for m in show:
             stats = g[g["method"] == m].groupby("n_labeled")["auroc"].agg(["mean", "std", "count"])
             style = dict(lw=2.6, color="black") if m == "selected" else dict(lw=1.2)
-            half = 1.96 * stats["std"].fillna(0) / np.sqrt(stats["count"])
-            line = ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=m, **style)[0]
+            half = stats["std"].fillna(0)  # spread over splits, not a CI of the mean
+            best = m not in ("selected", "source_gbm", "source_lr", "target_gbm", "pooled_gbm", "pooled_lr")
+            line = ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=f"{m} (best*)" if best else m,
+                           **style)[0]
             ax.fill_between(stats.index, stats["mean"] - half, stats["mean"] + half, alpha=0.12, color=line.get_color())
         ax.set_title(f"target: {t}")
         ax.set_xlabel("labelled target rows (n_t)")
-        ax.set_ylabel("target-test AUROC (95% CI over seeds)")
+        ax.set_ylabel("target-test AUROC (mean ± 1 s.d. over splits)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    return figure_to_img(fig, "Label efficiency: target AUROC against n_t")
+    return figure_to_img(fig, "Label efficiency: target AUROC against n_t. best* = each family's best method by mean "
+                         "test AUROC, picked with test labels (a reference, not a choice); bands: ± 1 s.d. over splits")
 
 
 def selection_section(result, summary: list[dict]) -> Section:
@@ -150,8 +68,8 @@ def selection_section(result, summary: list[dict]) -> Section:
     for r in summary:
         chosen = ", ".join(f"{k} ×{v}" for k, v in sorted(r["chosen"].items(), key=lambda kv: -kv[1])[:3])
         rows.append({"target": r["target"], "n_t": r["n_labeled"], "selected AUROC": r["selected_auroc"],
-                     "oracle AUROC": r["oracle_auroc"], "oracle": r["oracle"],
-                     "best baseline AUROC": r["best_baseline_auroc"], "best baseline": r["best_baseline"],
+                     "oracle AUROC*": r["oracle_auroc"], "oracle*": r["oracle"],
+                     "best baseline AUROC*": r["best_baseline_auroc"], "best baseline*": r["best_baseline"],
                      "Δ vs baseline": r.get("vs_best_baseline", {}).get("mean_delta"),
                      "win-rate": r.get("vs_best_baseline", {}).get("win_rate"), "chosen (seeds)": chosen})
     tab = pd.DataFrame(rows).set_index("target")
@@ -165,7 +83,8 @@ def selection_section(result, summary: list[dict]) -> Section:
         "<b>not adapting is a valid answer</b>. The oracle is the candidate with the best mean test AUROC, "
         "shown as a reference only; it could not be chosen in practice.</p>"
         f"<p class=\"note\">Criteria used: {esc(crit)}.</p>"
-        + table_html(tab, caption="Selected model vs the oracle-best candidate and the best baseline (paired over seeds)")
+        + table_html(tab, caption="Selected model vs the oracle-best candidate and the best baseline (paired over "
+                     "seeds). * picked with test labels: a reference, not a choice a user could have made")
         + label_efficiency_plot(result.frame())
     )
     return Section("Model selection", body)
@@ -226,10 +145,10 @@ def subgroup_section(result, table: pd.DataFrame) -> Section:
     flagged = table[table["largest_gap"]]
     lines = "".join(
         f"<li class=\"warn\">{esc(r.target)}: {esc(r.column)} = {esc(r.level)} has the lowest AUROC "
-        f"({r.auroc:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}])</li>" for r in flagged.itertuples())
+        f"({r.auroc:.3f}; {r.spread_low:.3f} to {r.spread_high:.3f} over splits)</li>" for r in flagged.itertuples())
     view = table.drop(columns=["largest_gap"]).set_index("target")
     return Section("Subgroups", "<p>Selected model at the largest budget, per subgroup of the target's test rows "
-                   "(mean over seeds, 95% CI); numeric columns in tertiles. Gaps of 0.05 AUROC or more are flagged.</p>"
+                   "(mean over seeds, and its range over splits: a spread, not a CI); numeric columns in tertiles. Gaps of 0.05 AUROC or more are flagged.</p>"
                    + (f"<ul>{lines}</ul>" if lines else "<p class=\"good\">No subgroup gap of 0.05 AUROC or more.</p>")
                    + table_html(view))
 
@@ -262,13 +181,9 @@ def explanation_section(finals: dict) -> Section:
 
 
 def recommendation_section(result, finals: dict, summary: list[dict]) -> Section:
-    from ..study.final import recommend
-
     items = []
-    for t in dict.fromkeys(r["target"] for r in result.records):
-        rec = recommend(result, t)
-        if not rec:
-            continue
+    for t, fm in finals.items():
+        rec = fm.evidence
         srow = next((r for r in summary if r["target"] == t and r["n_labeled"] == rec["n_labeled"]), {})
         vs = srow.get("vs_best_baseline", {})
         verdict = ("adapt with <b>{}</b>".format(esc(rec["candidate"])) if rec["adapts"]
@@ -278,7 +193,54 @@ def recommendation_section(result, finals: dict, summary: list[dict]) -> Section
         items.append(
             f"<li><b>{esc(t)}</b> (n_t = {rec['n_labeled']}): {verdict}, chosen in {rec['times_chosen']} of "
             f"{rec['seeds']} seeds by {esc(rec['criterion'])}. Expected target AUROC {rec['selected_auroc']:.3f} "
-            f"(best baseline {esc(rec['best_baseline'])} {rec['best_baseline_auroc']:.3f}; paired Δ "
+            f"(best baseline* {esc(rec['best_baseline'])} {rec['best_baseline_auroc']:.3f}; paired Δ "
             f"{vs.get('mean_delta', float('nan')):+.3f}, win-rate {vs.get('win_rate', float('nan')):.0%}; "
-            f"oracle {esc(rec['oracle'])} {rec['oracle_auroc']:.3f}).{shift_line}</li>")
-    return Section("Recommendation", "<ul>" + "".join(items) + "</ul>" if items else "<p>No recommendation: selection was off.</p>")
+            f"oracle* {esc(rec['oracle'])} {rec['oracle_auroc']:.3f}).{shift_line}</li>")
+    note = "<p class=\"note\">* picked with test labels: a reference, not a choice a user could have made.</p>"
+    return Section("Recommendation", "<ul>" + "".join(items) + "</ul>" + note if items
+                   else "<p>No recommendation: selection was off.</p>")
+
+
+def final_model_section(result) -> Section:
+    """The model each bundle ships, its evaluation as that object, and the deployment check."""
+    rows, checks = [], []
+    for t, fm in result.finals.items():
+        ev, sp = fm.evaluation, fm.seed_spread.get("auroc", {})
+        get = lambda m, k, d=None: ev.get(m, {}).get(k, d)  # noqa: E731 (multi-class: no interval)
+        rows.append({"target": t, "shipped model": fm.candidate, "calibration": fm.calibration,
+                     "inputs": len(fm.inputs), "required score": (fm.reference_input or {}).get("name", "—"),
+                     "AUROC": get("auroc", "value"), "AUROC 95% CI (target sample)": _interval(get("auroc", "ci", [None, None])),
+                     "Brier": get("brier", "value"), "Brier 95% CI (target sample)": _interval(get("brier", "ci", [None, None])),
+                     "ECE": get("ece", "value"), "ECE noise floor": get("ece", "noise_floor"),
+                     "test rows": get("auroc", "n"),
+                     "selection over splits: AUROC range": _interval([sp.get("min"), sp.get("max")])})
+        chk = result.deployment.get(t)
+        if chk:
+            checks.append({"target": t, "bundle": chk.get("bundle_dir") or "(temporary)", "rows": chk["n_rows"],
+                           **{f"{k} reported": v for k, v in chk["reported"].items()},
+                           **{f"{k} bundle": v for k, v in chk["bundle"].items()},
+                           "max |difference|": f"{chk['max_abs_difference']:.1e}",
+                           "result": "passed" if chk["passed"] else "FAILED"})
+    training = "".join(f"<li><b>{esc(t)}</b>: <code>{esc(fm.candidate)}</code>, {esc(fm.training['text'])}</li>"
+                       for t, fm in result.finals.items())
+    body = (
+        "<p>Per target, the model the bundle ships: the recommended candidate exactly as one seed of the run "
+        "fitted, calibrated and scored it, on that seed's held-out target test rows.</p>"
+        "<p><b>Target-sample interval:</b> how well this shipped model does at this site, from a BCa bootstrap over "
+        "the target patients it was scored on; only more target patients narrow it, more seeds do not. "
+        "<b>Spread over splits:</b> how much the selection procedure's result moves when the same target patients "
+        "are split differently; it is a range, not a confidence interval.</p>"
+        + table_html(pd.DataFrame(rows).set_index("target"), digits=3, caption="Shipped model per target")
+        + f"<ul>{training}</ul>"
+        + "<p><b>Deployment check</b> (every run): each bundle is loaded back from disk by the loader the service "
+        "uses and scored on the same held-out rows; its AUROC, Brier and ECE must equal the reported ones within "
+        "1e-9.</p>"
+        + (table_html(pd.DataFrame(checks).set_index("target"), digits=6, caption="Deployment check") if checks
+           else "<p>No bundle was checked.</p>")
+    )
+    return Section("Shipped models", body)
+
+
+def _interval(ci) -> str:
+    lo, hi = ci
+    return "—" if lo is None or hi is None or not np.isfinite([lo, hi]).all() else f"{lo:.3f} to {hi:.3f}"

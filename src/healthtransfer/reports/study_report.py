@@ -2,9 +2,11 @@
 ``report.html``.
 
 ``results.json`` keeps a stable shape scripts can rely on: ``results`` (one record per method,
-sources, target, n_labeled and seed), ``summary`` (per method and n_labeled: mean, std and 95%
-CI of each metric over seeds and targets), ``summary_by_target``, ``skipped``,
-``harmonisation``, ``dataset`` and ``environment``.
+sources, target, n_labeled and seed), ``summary`` (per method and n_labeled: mean, std and
+spread, i.e. min and max, of each metric over seeds and targets; a spread, not a CI),
+``summary_by_target``, ``skipped``, ``harmonisation``, ``dataset``, ``environment``,
+``final_models`` (per target: the shipped model, what its fit used, its evaluation with a
+target-sample interval) and ``deployment_check`` (the bundle loaded back and re-scored).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .. import __version__
 from ._io import atomic_output_dir
 from .html import Section, esc, figure_to_img, render, table_html
 
-__all__ = ["results_payload", "build_report", "write_outputs", "environment", "model_card"]
+__all__ = ["results_payload", "build_report", "environment", "model_card"]
 
 
 def environment() -> dict[str, str]:
@@ -52,11 +54,10 @@ def _jsonable(x):
     return x
 
 
-def results_payload(result, finals: dict | None = None) -> dict[str, Any]:
-    from ..study.final import recommend
+def results_payload(result) -> dict[str, Any]:
+    """The ``results.json`` content, read from a finalised result (nothing recomputed here
+    except the subgroup view of the kept predictions)."""
     from ..study.run import summarise
-    from .sections import selection_summary, subgroup_table
-
     metrics = result.metric_names
     payload = {
         "study": json.loads(result.study.model_dump_json(by_alias=True)),
@@ -70,17 +71,24 @@ def results_payload(result, finals: dict | None = None) -> dict[str, Any]:
         "environment": environment(),
     }
     payload["selected"] = result.selections
-    payload["selection_summary"] = selection_summary(result.records)
+    payload["selection_summary"] = result.selection_summary
     payload["shift"] = {t: rep.to_dict() for t, rep in result.shift.items()}
-    sub = subgroup_table(result.predictions, result.dataset.subgroup_columns(), result.dataset.numeric)
-    payload["subgroups"] = sub.to_dict(orient="records")
-    payload["recommendation"] = {t: recommend(result, t) for t in dict.fromkeys(r["target"] for r in result.records)}
-    if finals:
-        payload["explanations"] = {
-            t: {"candidate": fm.candidate, "importance": fm.importance.to_dict() if fm.importance is not None else None,
-                "relations": fm.relations.to_dict() if fm.relations is not None else None}
-            for t, fm in finals.items() if fm is not None}
+    payload["subgroups"] = result.subgroups.to_dict(orient="records")
+    payload["recommendation"] = {t: fm.evidence for t, fm in result.finals.items()}
+    payload["final_models"] = {t: _final_summary(fm) for t, fm in result.finals.items()}
+    payload["deployment_check"] = result.deployment
+    payload["explanations"] = {
+        t: {"candidate": fm.candidate, "importance": fm.importance.to_dict() if fm.importance is not None else None,
+            "relations": fm.relations.to_dict() if fm.relations is not None else None}
+        for t, fm in result.finals.items()}
     return _jsonable(payload)
+
+
+def _final_summary(fm) -> dict[str, Any]:
+    return {"candidate": fm.candidate, "family": fm.family, "n_labeled": fm.n_labeled, "seed": fm.seed,
+            "inputs": fm.inputs, "reference_input": fm.reference_input, "calibration": fm.calibration,
+            "training": fm.training, "evaluation": fm.evaluation, "seed_spread": fm.seed_spread,
+            "calibration_table": fm.calibration_table}
 
 
 def _overview(result) -> Section:
@@ -158,6 +166,7 @@ def _plot(df: pd.DataFrame) -> str:
 
     targets = list(dict.fromkeys(df["target"]))
     fig, axes = plt.subplots(1, len(targets), figsize=(4.6 * len(targets), 3.6), squeeze=False)
+    # the 8 methods with the best mean test AUROC: a display choice made with test labels
     best = df.groupby("method")["auroc"].mean().sort_values(ascending=False).index[:8]
     for ax, t in zip(axes[0], targets):
         g = df[(df["target"] == t) & df["method"].isin(best)]
@@ -166,15 +175,16 @@ def _plot(df: pd.DataFrame) -> str:
             if len(stats) == 1:
                 ax.axhline(stats["mean"].iloc[0], ls="--", lw=1, label=m)
                 continue
-            half = 1.96 * stats["std"].fillna(0) / np.sqrt(stats["count"])
+            half = stats["std"].fillna(0)  # spread over splits, not a CI of the mean
             line = ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=m)[0]
             ax.fill_between(stats.index, stats["mean"] - half, stats["mean"] + half, alpha=0.12, color=line.get_color())
         ax.set_title(f"target: {t}")
         ax.set_xlabel("labelled target rows (n_t)")
-        ax.set_ylabel("target-test AUROC")
+        ax.set_ylabel("target-test AUROC (mean ± 1 s.d. over splits)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    return figure_to_img(fig, "Target AUROC against the number of labelled target rows")
+    return figure_to_img(fig, "Target AUROC against the number of labelled target rows: the 8 methods with the best "
+                         "mean test AUROC (best: picked with test labels); bands are ± 1 s.d. over splits")
 
 
 def _skipped(result) -> Section | None:
@@ -186,23 +196,23 @@ def _skipped(result) -> Section | None:
     return Section("Skipped", "<p>Seeds or budgets that could not be run, and why.</p>" + table_html(tab))
 
 
-def build_report(result, finals: dict | None = None) -> str:
-    from .sections import (calibration_section, explanation_section, recommendation_section, selection_section,
-                           selection_summary, subgroup_section, subgroup_table)
+def build_report(result) -> str:
+    from .sections import (calibration_section, explanation_section, final_model_section, recommendation_section,
+                           selection_section, subgroup_section)
 
-    finals = finals or {}
-    summary = selection_summary(result.records)
+    finals, summary = result.finals, result.selection_summary
     sections = [_overview(result)]
     if result.selections:
         sections.append(recommendation_section(result, finals, summary))
+    if finals:
+        sections.append(final_model_section(result))
     sections.append(_harmonisation(result))
     for rep in result.shift.values():
         sections.extend(rep.sections())
     if result.selections:
         sections.append(selection_section(result, summary))
         sections.append(calibration_section(result))
-        sub = subgroup_table(result.predictions, result.dataset.subgroup_columns(), result.dataset.numeric)
-        sections.append(subgroup_section(result, sub))
+        sections.append(subgroup_section(result, result.subgroups))
     if finals:
         sections.append(explanation_section(finals))
     sections.append(_results_table(result))
@@ -222,93 +232,51 @@ def build_report(result, finals: dict | None = None) -> str:
                   subtitle=result.study.study.description or "Transfer study", footer=footer)
 
 
-def model_card(result, finals: dict) -> str:
-    """A Markdown model card for the study's recommendation (the bundle carries its own)."""
-    from .sections import selection_summary
-
+def model_card(result) -> str:
+    """A Markdown model card for the study's shipped models (each bundle carries its own)."""
     st, ds = result.study, result.dataset
     lines = [f"# Model card: {st.study.name}", "", "## Intended use", "",
              f"Decision support for `{ds.label}` at the target site(s) "
-             f"{', '.join(r for r in dict.fromkeys(x['target'] for x in result.records))}, transferred from "
+             f"{', '.join(result.finals)}, transferred from "
              f"{', '.join(st.transfer.sources)}. Not a diagnosis; a clinician decides.", "",
              "## Data", "", f"`{ds.name}`: {len(ds.frame)} rows, {len(ds.features)} features. {ds.citation}", "",
-             "## Performance at the target (held-out test rows, mean over seeds)", "",
-             "| target | n_t | selected AUROC | ECE | best baseline | its AUROC | oracle AUROC |", "|---|---|---|---|---|---|---|"]
-    for r in selection_summary(result.records):
+             "## The shipped model at each target (the bundle's own numbers)", "",
+             "Each model is scored on its seed's held-out target test rows; the interval is a BCa bootstrap over "
+             "those patients (it narrows only with more target patients). The bundle, loaded back, gives the "
+             "same numbers on the same rows (deployment check).", "",
+             "| target | model | calibration | AUROC (95% CI) | Brier (95% CI) | ECE (noise floor) | test rows | "
+             "deployment check |", "|---|---|---|---|---|---|---|---|"]
+    for t, fm in result.finals.items():
+        ev, chk = fm.evaluation, result.deployment.get(t, {})
+        ece = ev.get("ece", {})
+        lines.append(
+            f"| {t} | `{fm.candidate}` | {fm.calibration} | {_ci(ev.get('auroc'))} | {_ci(ev.get('brier'))} | "
+            f"{_f(ece.get('value'))} ({_f(ece.get('noise_floor'))}) | {ev.get('auroc', {}).get('n', 'n/a')} | "
+            f"{'passed' if chk.get('passed') else 'not run'} |")
+    lines += ["", "## How the models were trained (generated from what each fit used)", ""]
+    for t, fm in result.finals.items():
+        lines.append(f"- {t}: `{fm.candidate}` ({fm.family}), {fm.training['text']}")
+    lines += ["", "## The selection procedure over splits (a spread, not a confidence interval)", "",
+              "| target | n_t | selected AUROC (mean over seeds) | ECE | best baseline* | its AUROC* | oracle AUROC* |",
+              "|---|---|---|---|---|---|---|"]
+    for r in result.selection_summary:
         lines.append(f"| {r['target']} | {r['n_labeled']} | {r['selected_auroc']:.3f} | {r['selected_ece']:.3f} | "
-                     f"{r['best_baseline']} | {r['best_baseline_auroc']:.3f} | {r['oracle_auroc']:.3f} |")
-    lines += ["", "## Recommended models", ""]
-    for t, fm in finals.items():
-        if fm is not None:
-            lines.append(f"- {t}: `{fm.candidate}` ({fm.family}), refitted on the sources plus {fm.n_labeled} labelled target rows.")
-    lines += ["", "## Limits", "",
+                     f"{r['best_baseline']} | {_f(r['best_baseline_auroc'])} | {r['oracle_auroc']:.3f} |")
+    lines += ["", "\\* picked with test labels: a reference, not a choice a user could have made.", "",
+              "## Limits", "",
               "- Validated only on the sites above; shift diagnostics in report.html say how far they differ.",
-              "- Small target samples: read AUROC differences below about 0.02 as noise unless the paired win-rate is high.",
+              "- Small target samples: read the intervals above before trusting a difference between models.",
               "- Subgroup results (report.html) are estimated on few rows per seed.", ""]
     return "\n".join(lines)
 
 
-def write_outputs(result, out: str | Path, *, finals: dict | None = None, bundle: bool = True) -> Path:
-    """Write ``results.json``, ``report.html``, ``model_card.md`` and, if a deployable model
-    was fitted, ``bundle/``: all staged and moved into ``out`` only once every file exists."""
-    out = Path(out)
-    finals = finals or {}
-    payload = results_payload(result, finals)
-    page = build_report(result, finals)
-    with atomic_output_dir(out) as stage:
-        (stage / "results.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
-        (stage / "report.html").write_text(page, encoding="utf-8")
-        if finals:
-            (stage / "model_card.md").write_text(model_card(result, finals), encoding="utf-8")
-        first = next((fm for fm in finals.values() if fm is not None), None)
-        if bundle and first is not None:
-            _write_bundle(result, first, stage / "bundle", payload)
-    return out / "report.html"
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
 
 
-def _write_bundle(result, fm, path: Path, payload: dict) -> None:
-    from ..bundle import write_bundle
-    from .sections import selection_summary
-
-    summ = next((r for r in selection_summary(result.records)
-                 if r["target"] == fm.target and r["n_labeled"] == fm.n_labeled), {})
-    df = result.frame()
-    sel = df[(df["method"] == "selected") & (df["target"] == fm.target) & (df["n_labeled"] == fm.n_labeled)]
-    metrics = {"target": fm.target, "n_labeled": fm.n_labeled, "seeds": int(len(sel))}
-    for m in result.metric_names:
-        if m in sel:
-            v = sel[m].dropna()
-            if len(v):
-                half = 1.96 * v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else 0.0
-                metrics[m] = {"value": float(v.mean()), "ci": [float(v.mean() - half), float(v.mean() + half)]}
-    metrics["subgroups"] = [r for r in payload.get("subgroups", []) if r["target"] == fm.target]
-    metrics["calibration"] = _calibration_table(result, fm)
-    metrics["comparison"] = summ
-    write_bundle(path, model=fm.model, preprocessor=fm.preprocessor, dataset=result.dataset,
-                 training_frame=fm.training_frame, method=fm.method, metrics=metrics,
-                 extra={"sources": list(result.study.transfer.sources), "target": fm.target, "candidate": fm.candidate})
-
-
-def _calibration_table(result, fm) -> list[dict]:
-    """Observed rate per predicted-risk bin of the selected model on the target test rows, with
-    a Wilson 95% CI: what the service shows as a prediction's uncertainty."""
-    preds = [p for p in result.predictions if p["method"] == "selected" and p["target"] == fm.target
-             and p["n_labeled"] == fm.n_labeled]
-    if not preds or np.asarray(preds[0]["proba"]).shape[1] != 2:
-        return []
-    y = np.concatenate([p["y"] for p in preds])
-    pr = np.concatenate([np.asarray(p["proba"])[:, 1] for p in preds])
-    edges = np.linspace(0, 1, 6)
-    out = []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (pr >= lo) & ((pr < hi) if hi < 1 else (pr <= hi))
-        n = int(m.sum())
-        if n == 0:
-            continue
-        k = float(y[m].sum())
-        z = 1.96
-        phat = k / n
-        centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
-        half = z * np.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-        out.append({"lo": float(lo), "hi": float(hi), "observed": phat, "ci": [float(centre - half), float(centre + half)], "n": n})
-    return out
+def _ci(m) -> str:
+    if not m:
+        return "n/a"
+    lo, hi = m.get("ci", [None, None])
+    lo, hi = (None if v is None or v != v else v for v in (lo, hi))
+    return f"{m['value']:.3f} ({_f(lo)} to {_f(hi)})"

@@ -3,7 +3,8 @@
 Numeric features: a JSON number (strict: no strings, no booleans), finite, within the
 schema's physiological ``range`` (the hard limit; outside it -> 422). Categorical and binary
 features: one of the schema's categories. Every feature may be omitted or null (missing;
-the prediction is then flagged). Unknown fields -> 422.
+the prediction is then flagged), except an input the schema marks ``"required": true`` (an
+existing score the model recalibrates): without it -> 422. Unknown fields -> 422.
 
 Example
 -------
@@ -44,6 +45,8 @@ def _field(spec: dict, i: int):
     else:
         cats = tuple(spec.get("categories") or (0, 1))
         typ = Annotated[Literal[cats], BeforeValidator(_no_bool)]  # type: ignore[valid-type]
+    if spec.get("required"):  # e.g. the reference score a recalibration model cannot do without
+        return (typ, Field(alias=spec["name"], title=title, description=desc or None))
     return (typ | None, Field(default=None, alias=spec["name"], title=title,
                               description=desc or None))
 
@@ -119,9 +122,10 @@ def expected_for(err: dict, schema_by_name: dict, max_batch: int) -> Any:
         unit = f" {spec['unit']}" if spec.get("unit") else ""
         if spec["kind"] == "numeric":
             rng = spec.get("range")
+            null = " (required)" if spec.get("required") else ", or null"
             if rng is not None:
-                return f"a number from {rng[0]:g} to {rng[1]:g}{unit}, or null"
-            return f"a number{unit}, or null"
+                return f"a number from {rng[0]:g} to {rng[1]:g}{unit}{null}"
+            return f"a number{unit}{null}"
         return f"one of {spec.get('categories')}, or null"
     if typ in ("model_type", "model_attributes_type", "dict_type"):
         return "a JSON object"

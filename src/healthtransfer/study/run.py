@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class StudyResult:
-    """Everything a run produced: per-record metrics, skips, and the data it ran on."""
+    """Everything a run produced: per-record metrics, skips, and the data it ran on; after
+    :func:`~healthtransfer.study.final.finalise`, the final model per target as well."""
 
     study: Study
     dataset: Dataset
@@ -55,6 +56,13 @@ class StudyResult:
     selections: list[dict[str, Any]] = field(default_factory=list)
     shift: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    # each unit's selected model at the largest budget, as evaluated (see run_unit)
+    shipped: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # filled once by healthtransfer.study.final.finalise; the writers only read them
+    selection_summary: list[dict[str, Any]] = field(default_factory=list)
+    subgroups: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    finals: dict[str, Any] = field(default_factory=dict)
+    deployment: dict[str, Any] = field(default_factory=dict)
 
     @property
     def metric_names(self) -> list[str]:
@@ -190,6 +198,8 @@ class Unit:
     yp: np.ndarray
     yte: np.ndarray
     sd: np.ndarray
+    pool_pos: np.ndarray | None = None  # row positions in ``ds.frame`` of the pool and test rows
+    test_pos: np.ndarray | None = None
 
 
 def split_target(ds: Dataset, target: str, seed: int, test_fraction: float):
@@ -205,42 +215,53 @@ def prepare_unit(ds: Dataset, sources: list[str], target: str, seed: int, test_f
     src = ds.frame[dom.isin(sources)]
     tgt, split = split_target(ds, target, seed, test_fraction)
     pool, test = tgt.iloc[split.pool], tgt.iloc[split.test]
+    at_target = np.flatnonzero(dom.to_numpy() == target)
     pre = fit_preprocessor(ds.numeric, ds.categorical, pd.concat([src, pool])[ds.features])
     src_ids = {s: i + 1 for i, s in enumerate(sources)}
     sd = np.r_[dom[dom.isin(sources)].map(src_ids).to_numpy().astype(int), -np.ones(len(pool), int)]
     label = lambda frame: frame[ds.label].to_numpy().astype(int)  # noqa: E731
     return Unit(src=src, pool=pool, test=test, pre=pre, Xs=pre.transform(src[ds.features]),
                 Xp=pre.transform(pool[ds.features]), Xte=pre.transform(test[ds.features]),
-                ys=label(src), yp=label(pool), yte=label(test), sd=sd)
+                ys=label(src), yp=label(pool), yte=label(test), sd=sd,
+                pool_pos=at_target[split.pool], test_pos=at_target[split.test])
 
 
 def run_unit(ds: Dataset, sources: list[str], target: str, seed: int, budgets: list[int],
              methods: list[str], test_fraction: float, keep_predictions: bool = False,
-             selection=None, on_step=None) -> tuple[list, list, list, list]:
+             selection=None, on_step=None, keep_models: bool = False) -> tuple:
     """One (target, seed): split, preprocess, fit every method at every budget, score.
 
     Runs single-threaded: units are the parallel grain, and OpenMP thread pools on tables of a
     few hundred rows cost far more in synchronisation than they save (measured: a 450-row
     histogram-boosting fit took 0.16 s on one thread and up to 30 s on two busy cores).
+
+    Returns ``(records, skipped, predictions, selections)``; with ``keep_models`` a fifth item,
+    the selected model of the largest budget *as evaluated* (fitted estimator with its
+    calibration, preprocessing, and the positions of the rows it was fitted and scored on),
+    from which :func:`healthtransfer.study.final.finalise` builds the model a bundle ships.
     """
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):
-        return _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_predictions, selection,
-                         on_step)
+        out = _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_predictions, selection,
+                        on_step)
+    return out if keep_models else out[:4]
 
 
 def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_predictions, sel=None, on_step=None):
+    from ._shipped import ReferenceScoreInput, ShippedModel
+
     step = on_step or (lambda what: None)  # progress: called as each fit / selection starts
-    from ..evaluation.calibration import Recalibrator, prior_shift_adjust
+    from ..evaluation.calibration import PriorShift, Recalibrator
     from ..evaluation.metrics import ece_noise_floor
     from ..selection import expand_candidates, recalibration_evidence, select
     from ..shift import estimate_label_shift
 
-    records, skipped, preds, selections = [], [], [], []
+    records, skipped, preds, selections, shipped = [], [], [], [], []
     u = prepare_unit(ds, sources, target, seed, test_fraction)
     if len(np.unique(u.yte)) < 2:
-        return records, [dict(target=target, seed=seed, n_labeled=None, reason="test half holds one class")], preds, selections
+        return (records, [dict(target=target, seed=seed, n_labeled=None, reason="test half holds one class")], preds,
+                selections, shipped)
     f, src_rows, pool, test = ds.frame, u.src, u.pool, u.test
     Xs, Xp, Xte, ys, yp, yte, sd = u.Xs, u.Xp, u.Xte, u.ys, u.yp, u.yte, u.sd
     ref_cols = None
@@ -266,10 +287,11 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
     sub = test[ds.subgroup_columns()].reset_index(drop=True)
     # the unit's row frames are not needed past this point: at 10^6 rows they hold ~1 GB
     n_pool = len(pool)
+    src_counts = {str(k): int(v) for k, v in src_rows[ds.domain].astype(str).value_counts().items()}
     u.src = u.pool = u.test = src_rows = pool = None
     test = None
     label_shift = None  # estimated once per unit, from source labels and pool features only
-    label_free_cache: dict[str, tuple[np.ndarray, float]] = {}
+    label_free_cache: dict[str, tuple[np.ndarray, float, Any]] = {}
     label_free_choice = None  # the selection with every target label hidden, shared by all budgets
     for n_t in budgets:
         if n_t > n_pool:
@@ -283,6 +305,7 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
         y_pool[lab] = yp[lab]
         y_train = np.r_[ys, y_pool]
         test_proba: dict[str, np.ndarray] = {}
+        fitted: dict[str, Any] = {}
         runnable = []
         for c in candidates:
             step(f"{target} seed {seed} n_t={n_t}: {c.name}")
@@ -304,7 +327,7 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
             # fit it once per unit and reuse its test predictions.
             label_free = c.spec.uses_target in ("none", "unlabelled")
             if label_free and c.name in label_free_cache:
-                proba, fit_s = label_free_cache[c.name]
+                proba, fit_s, est = label_free_cache[c.name]
             else:
                 est = c.factory(random_state=seed)
                 t0 = time.perf_counter()
@@ -314,8 +337,9 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
                     fit_s = time.perf_counter() - t0
                     proba = est.predict_proba(Xev, sample_domain=-np.ones(len(Xev), int))
                 if label_free:
-                    label_free_cache[c.name] = (proba, fit_s)
+                    label_free_cache[c.name] = (proba, fit_s, est)
             test_proba[c.name] = proba
+            fitted[c.name] = est
             rec = _record(spec, sources, target, n_t, seed, yte[eval_mask], proba[eval_mask], n_classes, fit_s)
             rec.update(method=c.name, base_method=c.method, params=dict(c.params))
             records.append(rec)
@@ -344,16 +368,14 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
         chosen = next(c for c in runnable if c.name == choice.chosen)
         proba = test_proba[chosen.name]
         p_eval = proba[eval_mask]
-        calibration = "none"
+        calibration, calibrator = "none", None
         if sel.calibrate and n_classes == 2:
             oof = choice.oof.get(chosen.name)
             if n_t > 0 and oof is not None and oof.criterion == "target_cv":
                 # recalibrate only where cross-fitting on the labelled rows shows it lowers Brier
-                p_cal = p_eval[:, 1]
                 if recalibration_evidence(oof.y, oof.proba[:, 1], seed=seed)["helps"]:
-                    cal = Recalibrator().fit(oof.y, oof.proba[:, 1])
-                    p_cal = cal.transform(p_eval[:, 1])
-                    calibration = cal.kind
+                    calibrator = Recalibrator().fit(oof.y, oof.proba[:, 1])
+                    calibration = calibrator.kind
             else:
                 if label_shift is None:
                     label_shift = estimate_label_shift(Xs, ys, Xp, classes=list(range(n_classes)), n_bootstrap=100,
@@ -361,7 +383,6 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
                 ls = label_shift
                 lo, hi = np.asarray(ls["ci_low"], float), np.asarray(ls["ci_high"], float)
                 src_prior = np.asarray(ls["source_prior"], float)
-                p_cal = p_eval[:, 1]
                 ess = choice.scores.get(chosen.name, {}).get("ess_fraction", 1.0)
                 # Adjust for label shift only when it is detected (the CI excludes the source
                 # prior) AND the covariate shift is mild enough for EM's assumption (same p(x|y))
@@ -370,10 +391,12 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
                 # ESS is 0.28-0.32 and the adjustment cost it 0.014 Brier; Switzerland, 0.55, gains).
                 if np.all(np.isfinite(lo)) and (src_prior[1] < lo[1] or src_prior[1] > hi[1]) and ess >= 0.4:
                     target_prior = np.clip(np.asarray(ls["target_prior"], float), 0.02, 0.98)
-                    p_cal = prior_shift_adjust(p_eval[:, 1], src_prior, target_prior / target_prior.sum())
+                    calibrator = PriorShift(src_prior.tolist(), (target_prior / target_prior.sum()).tolist())
                     calibration = "prior_shift"
-            before = score(yte[eval_mask], p_eval[:, 1])
-            p_eval = np.column_stack([1 - p_cal, p_cal])
+            if calibrator is not None and calibration != "none":
+                before = score(yte[eval_mask], p_eval[:, 1])
+                # the shipped model's own map, so the number reported is the number shipped
+                p_eval = ShippedModel(None, calibrator).calibrate(p_eval)
         rec = _record(chosen.spec, sources, target, n_t, seed, yte[eval_mask], p_eval, n_classes, 0.0)
         rec.update(method="selected", chosen=chosen.name, base_method=chosen.method, criterion=choice.criterion,
                    calibration=calibration)
@@ -382,12 +405,21 @@ def _run_unit(ds, sources, target, seed, budgets, methods, test_fraction, keep_p
         if calibration != "none":
             rec.update(ece_uncalibrated=before["ece"], brier_uncalibrated=before["brier"])
         records.append(rec)
+        if n_t == max(budgets):
+            pre = u.pre if not chosen.uses_reference else ReferenceScoreInput(u.pre, ds.reference_score)
+            shipped.append(dict(
+                target=target, seed=seed, n_labeled=n_t, candidate=chosen.name, record=rec,
+                model=ShippedModel(fitted[chosen.name], calibrator if calibration != "none" else None),
+                preprocessor=pre, calibration=calibration, uses_reference=bool(chosen.uses_reference),
+                uses_target=chosen.spec.uses_target, source_rows=src_counts, n_pool=n_pool,
+                labelled_pos=u.pool_pos[lab] if n_t > 0 else u.pool_pos[:0], pool_pos=u.pool_pos,
+                eval_pos=u.test_pos[eval_mask]))
         selections.append(dict(target=target, seed=seed, n_labeled=n_t, **choice.to_dict(), calibration=calibration))
         # the selected model's test predictions are kept for ROC, reliability and subgroup views
         preds.append(dict(method="selected", target=target, seed=seed, n_labeled=n_t, y=yte[eval_mask],
                           proba=p_eval, proba_uncalibrated=proba[eval_mask], chosen=chosen.name,
                           subgroups=sub[eval_mask].reset_index(drop=True)))
-    return records, skipped, preds, selections
+    return records, skipped, preds, selections, shipped
 
 
 def _record(spec, sources, target, n_t, seed, y, proba, n_classes, fit_s) -> dict:
@@ -408,9 +440,8 @@ def _record(spec, sources, target, n_t, seed, y, proba, n_classes, fit_s) -> dic
 
 
 def summarise(records: list[dict], metrics: list[str], by=("method", "n_labeled")) -> list[dict]:
-    """Mean, std and a 95% t-interval over seeds (and targets) of each metric."""
-    from scipy import stats
-
+    """Mean, standard deviation and range (``spread``: min, max) over seeds (and targets) of each
+    metric: how much a result varies with the split, not a confidence interval."""
     if not records:
         return []
     df = pd.DataFrame.from_records(records)
@@ -426,8 +457,9 @@ def summarise(records: list[dict], metrics: list[str], by=("method", "n_labeled"
             if len(vals) == 0:
                 continue
             mean, sd = float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-            half = float(stats.t.ppf(0.975, len(vals) - 1) * sd / np.sqrt(len(vals))) if len(vals) > 1 else 0.0
-            row[m] = {"mean": mean, "std": sd, "ci": [mean - half, mean + half]}
+            # every seed re-splits the same target patients: the spread says how much a result
+            # moves with the split, and is not a confidence interval (it would narrow with seeds)
+            row[m] = {"mean": mean, "std": sd, "spread": [float(vals.min()), float(vals.max())]}
         out.append(row)
     return out
 
@@ -446,7 +478,7 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
     tr = study.transfer
     units = [(t, s) for t in targets_of(study) for s in range(tr.seeds)]
     jobs = (delayed(run_unit)(ds, tr.sources, t, s, tr.labeled_target, names, tr.test_fraction, keep_predictions,
-                              study.selection)
+                              study.selection, keep_models=True)
             for t, s in units)
     results = []
     if backend is None and (n_jobs == 1 or len(units) == 1):
@@ -460,7 +492,7 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
         with _progress(progress, steps, f"{study.study.name}: {len(names)} methods") as advance:
             for t, s in units:
                 results.append(run_unit(ds, tr.sources, t, s, tr.labeled_target, names, tr.test_fraction,
-                                        keep_predictions, study.selection, on_step=advance))
+                                        keep_predictions, study.selection, on_step=advance, keep_models=True))
     else:
         with _progress(progress, len(units), f"{study.study.name}: {len(names)} methods") as advance:
             from ._backends import parallel_backend
@@ -480,6 +512,7 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
         skipped=[s for res in results for s in res[1]],
         predictions=[p for res in results for p in res[2]],
         selections=[s for res in results for s in res[3]],
+        shipped=[m for res in results for m in res[4]],
         shift=shift,
         seconds=time.perf_counter() - t0,
     )

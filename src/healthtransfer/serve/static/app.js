@@ -37,12 +37,13 @@
     for (const f of schema.features) {
       const row = el("div", { class: "field" });
       const id = "f-" + f.name;
-      const label = el("label", { for: id }, f.name + (f.unit ? " (" + f.unit + ")" : ""));
+      const label = el("label", { for: id }, f.name + (f.unit ? " (" + f.unit + ")" : "") + (f.required ? " (required)" : ""));
       row.appendChild(label);
       let input;
       if (f.kind === "numeric") {
         input = el("input", { id: id, name: f.name, type: "number", step: "any", inputmode: "decimal",
-          min: f.range ? f.range[0] : null, max: f.range ? f.range[1] : null });
+          min: f.range ? f.range[0] : null, max: f.range ? f.range[1] : null,
+          required: f.required ? "required" : null, "aria-required": f.required ? "true" : null });
       } else {
         input = el("select", { id: id, name: f.name });
         input.appendChild(el("option", { value: "" }, "not measured"));
@@ -70,6 +71,12 @@
     input.classList.remove("bad", "warn");
     if (f.kind !== "numeric") return true;
     if (input.validity && input.validity.badInput) { msg.textContent = "not a number"; input.classList.add("bad"); return false; }
+    if (input.value === "" && f.required) {
+      // an existing score the model recalibrates: there is no version of the model without it
+      msg.textContent = "required: this model needs it";
+      input.classList.add("bad");
+      return false;
+    }
     if (input.value === "") return true;
     const v = Number(input.value);
     if (!Number.isFinite(v)) { msg.textContent = "not a number"; input.classList.add("bad"); return false; }
