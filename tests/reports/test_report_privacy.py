@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from healthtransfer.reports.sections import subgroup_table
+from healthtransfer.study.final import subgroup_table
 
 
 def test_numeric_subgroup_levels_do_not_show_the_extremes():
