@@ -548,22 +548,3 @@ def on_files(files, config):
             files.remove(files.get_file_from_path(path))
         files.append(File.generated(config, path, content=content))
     return files
-
-
-def on_config(config):
-    # docs/security.md (the threat model, issue 15) joins the nav when it exists on this branch
-    if (Path(config["docs_dir"]) / "security.md").exists() and config["nav"] is not None:
-        for entry in config["nav"]:
-            if isinstance(entry, dict) and "Tutorials" in entry:
-                entry["Tutorials"].append({"Security and threat model": "security.md"})
-    return config
-
-
-def on_page_markdown(markdown, page, config, files):
-    if "<!-- security-link -->" not in markdown:
-        return markdown
-    if files.get_file_from_path("security.md") is not None:
-        link = "Before deploying, read [the threat model](" + ("../" * page.file.src_uri.count("/")) + "security.md)."
-    else:
-        link = ""
-    return markdown.replace("<!-- security-link -->", link)
