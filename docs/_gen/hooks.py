@@ -12,6 +12,7 @@ Wired up in ``mkdocs.yml`` under ``hooks:``. Nothing here writes into the reposi
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import re
@@ -149,8 +150,13 @@ def schema_file_page() -> str:
            "[Your own data](../tutorials/own-data.md).", ""]
     for title, model in [("Top level", s.DatasetSchema), ("`[[features]]` (one per harmonised column)", s.FeatureSpec),
                          ('`[sites.NAME]` and `[sites."*"]` (every site)', s.SiteSpec),
-                         ("`[sites.NAME.units.COLUMN]`", s.UnitConversion)]:
-        out += [f"## {title}", "", (model.__doc__ or "").strip().split("\n")[0], "", keys_table(model), ""]
+                         ("`[sites.NAME.units.COLUMN]`", s.UnitConversion),
+                         ("`fhir` on a feature (its FHIR R4 code map)", s.FhirCode),
+                         ("`fhir.units.UCUM` (an accepted unit)", s.FhirUnit)]:
+        doc = inspect.cleandoc(model.__doc__ or "")
+        # the FHIR code map's docstring is its reference (how each resource type is read)
+        intro = " ".join(doc.split()) if model is s.FhirCode else doc.split("\n")[0]
+        out += [f"## {title}", "", intro, "", keys_table(model), ""]
     out += ["## The bundled UCI heart schema", "", "```toml",
             (ROOT / "src/healthtransfer/data/schemas/uci_heart.toml").read_text().rstrip(), "```", ""]
     return "\n".join(out)
