@@ -77,7 +77,15 @@ _HEALTHTRANSFER = {f"healthtransfer.methods.{n}" for n in (
     "_chunked._Nystroem",
 )}
 
-TRUSTED_TYPES: frozenset[str] = frozenset(_PRIMITIVES | _SKLEARN | _THIRD_PARTY | _HEALTHTRANSFER)
+# The shipped model's wrappers (issue 14): the fitted estimator with its calibration map, and
+# the preprocessing that appends a declared reference score. Each was read: arithmetic on the
+# arrays they are given, no I/O.
+_SHIPPED = {
+    "healthtransfer.study._shipped.ShippedModel", "healthtransfer.study._shipped.ReferenceScoreInput",
+    "healthtransfer.evaluation.calibration.Recalibrator", "healthtransfer.evaluation.calibration.PriorShift",
+}
+
+TRUSTED_TYPES: frozenset[str] = frozenset(_PRIMITIVES | _SKLEARN | _THIRD_PARTY | _HEALTHTRANSFER | _SHIPPED)
 
 # Functions a bundle may hold as a value (FunctionTransformer(func=...), estimator parameters).
 # Each was read: pure computation on the array it is given.
