@@ -43,8 +43,8 @@ class _Strict(BaseModel):
 class FhirUnit(_Strict):
     """A UCUM unit a FHIR ``Quantity`` may carry: ``feature value = value * factor + offset``."""
 
-    factor: float = 1.0
-    offset: float = 0.0
+    factor: float = Field(default=1.0, description="multiply the FHIR value by this")
+    offset: float = Field(default=0.0, description="then add this (e.g. for temperature scales)")
 
 
 class FhirCode(_Strict):
@@ -60,16 +60,18 @@ class FhirCode(_Strict):
     is refused, naming the code; otherwise the feature is missing (imputed and flagged).
     """
 
-    resource: Literal["Observation", "Condition", "Patient"] = "Observation"
-    system: str = "http://loinc.org"
-    code: str | None = None
-    display: str = ""
-    element: Literal["age", "gender"] | None = None
+    resource: Literal["Observation", "Condition", "Patient"] = Field(
+        default="Observation", description="the FHIR resource the value is read from")
+    system: str = Field(default="http://loinc.org", description="code system URI (LOINC, SNOMED CT or a local one)")
+    code: str | None = Field(default=None, description="the code within `system` (Observation / Condition)")
+    display: str = Field(default="", description="human-readable name of the code, shown in prefetch and errors")
+    element: Literal["age", "gender"] | None = Field(
+        default=None, description="for resource = \"Patient\": which element (age from birthDate, or gender)")
     unit: str | None = Field(default=None, description="UCUM code of the feature's unit")
-    units: dict[str, FhirUnit] = Field(default_factory=dict)
+    units: dict[str, FhirUnit] = Field(default_factory=dict, description="other accepted UCUM units and their conversion")
     values: dict[str, Any] = Field(default_factory=dict, description="coded answer -> feature value")
-    above: float | None = None
-    required: bool = False
+    above: float | None = Field(default=None, description="turn a quantity into 1/0: 1 when it exceeds this")
+    required: bool = Field(default=False, description="a FHIR Bundle without this feature is refused, naming the code")
 
     @model_validator(mode="after")
     def _complete(self):
