@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._json import jsonable
 from ..data.dataset import fingerprint
 from ..reports._io import replace_path
 from ._card import render_card
@@ -63,21 +64,6 @@ def _json_default(o):
 def _dump_json(path: Path, obj) -> None:
     text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=False)
     path.write_text(text + "\n", encoding="utf-8")
-
-
-def _clean_json(obj):
-    """JSON without NaN/inf (those become null)."""
-    if isinstance(obj, dict):
-        return {str(k): _clean_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean_json(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.ndarray):
-        return _clean_json(obj.tolist())
-    return obj
 
 
 def _input_features(preprocessor) -> list[str]:
@@ -117,7 +103,7 @@ def _schema(dataset, features: list[str], preprocessor) -> dict:
         cats = d["categories"] or []
         d["numeric_codes"] = all(isinstance(c, (int, float)) and not isinstance(c, bool)
                                  for c in cats)
-        specs.append(_clean_json(d))
+        specs.append(jsonable(d))
     return specs
 
 
@@ -219,7 +205,7 @@ def write_bundle(out_dir, *, model, preprocessor, dataset, training_frame: pd.Da
     classes = [c.item() if hasattr(c, "item") else c for c in getattr(model, "classes_", [])]
     positive = dataset.schema.positive if dataset.schema is not None else None
     pos_idx = (classes.index(positive) if positive in classes else len(classes) - 1) if classes else 1
-    schema = _clean_json({
+    schema = jsonable({
         "dataset": dataset.name, "label": dataset.label, "classes": classes,
         "class_names": [str(c) for c in (dataset.class_names or classes)],
         "positive": classes[pos_idx] if classes else positive, "positive_index": pos_idx,
@@ -227,7 +213,7 @@ def write_bundle(out_dir, *, model, preprocessor, dataset, training_frame: pd.Da
     })
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
     dom = dataset.domain
-    training = _clean_json({
+    training = jsonable({
         "dataset": dataset.name,
         "method": str(method),
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
@@ -242,8 +228,8 @@ def write_bundle(out_dir, *, model, preprocessor, dataset, training_frame: pd.Da
         "description": training_description,
         "extra": {k: v for k, v in extra.items() if k not in ("intended_use", "limits")},
     })
-    reference = _clean_json(build_reference(training_frame, specs))
-    metrics = _clean_json(metrics or {})
+    reference = jsonable(build_reference(training_frame, specs))
+    metrics = jsonable(metrics or {})
     card = render_card(schema=schema, training=training, metrics=metrics, version=__version__,
                        reference=reference, extra=extra)
 

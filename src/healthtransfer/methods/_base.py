@@ -36,8 +36,9 @@ __all__ = ["DomainSplit", "TransferClassifier", "proba_full", "split_domains", "
 UNLABELLED = -1
 
 
-def proba_full(est, X, n_classes: int) -> np.ndarray:
-    """``est.predict_proba(X)`` with the columns of classes ``est`` never saw put back at 0.
+def proba_full(est, X, n_classes: int, **predict_params) -> np.ndarray:
+    """``est.predict_proba(X, **predict_params)`` with the columns of classes ``est`` never saw
+    put back at 0 (``predict_params``: e.g. ``sample_domain=`` for a domain-aware method).
 
     ``est`` was fitted on encoded labels 0..n_classes-1 (a fold or a labelled subset may miss
     a class); every method and the selection criteria use this one helper.
@@ -48,7 +49,9 @@ def proba_full(est, X, n_classes: int) -> np.ndarray:
     >>> proba_full(est, np.array([[0.5]]), 3).shape
     (1, 3)
     """
-    p = est.predict_proba(X)
+    p = np.asarray(est.predict_proba(X, **predict_params), float)
+    if p.shape[1] == n_classes:  # every class seen: already in label order
+        return p
     out = np.zeros((X.shape[0], n_classes))
     out[:, np.asarray(est.classes_).astype(int)] = p
     return out

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._json import jsonable
 from .. import __version__
 from ._io import atomic_output_dir
 from .html import Section, esc, figure_to_img, render, table_html
@@ -36,22 +37,6 @@ def environment() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating, float)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, Path):
-        return str(x)
-    return x
 
 
 def results_payload(result) -> dict[str, Any]:
@@ -81,7 +66,7 @@ def results_payload(result) -> dict[str, Any]:
         t: {"candidate": fm.candidate, "importance": fm.importance.to_dict() if fm.importance is not None else None,
             "relations": fm.relations.to_dict() if fm.relations is not None else None}
         for t, fm in result.finals.items()}
-    return _jsonable(payload)
+    return jsonable(payload)
 
 
 def _final_summary(fm) -> dict[str, Any]:

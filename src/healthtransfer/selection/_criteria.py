@@ -24,6 +24,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import RepeatedStratifiedKFold, StratifiedKFold
 
+from ..methods._base import proba_full
+
 __all__ = ["OOF", "target_cv_oof", "source_cv_oof", "importance_weights", "dev_risk", "entropy"]
 
 
@@ -71,7 +73,7 @@ def target_cv_oof(factory, X, y, sd, n_classes, *, seed=0, n_splits=5, uses_targ
         # the model never sees target labels, so every fold would fit the same model: fit once
         est = factory(random_state=seed)
         est.fit(X, np.where(sd < 0, -1, y), sample_domain=sd)
-        proba[:] = _pad(est, est.predict_proba(X[lab], sample_domain=sd[lab]), n_classes)
+        proba[:] = proba_full(est, X[lab], n_classes, sample_domain=sd[lab])
         return OOF(y=yl, proba=proba, weight=np.ones(len(lab)), criterion="target_cv", rows=lab)
     splitter = RepeatedStratifiedKFold(n_splits=k, n_repeats=max(1, int(n_repeats)), random_state=seed)
     for tr, te in splitter.split(lab, yl):
@@ -79,7 +81,7 @@ def target_cv_oof(factory, X, y, sd, n_classes, *, seed=0, n_splits=5, uses_targ
         y_fold[lab[te]] = -1  # held-out fold: labels hidden, rows stay as unlabelled target data
         est = factory(random_state=seed)
         est.fit(X, y_fold, sample_domain=sd)
-        proba[te] += _pad(est, est.predict_proba(X[lab[te]], sample_domain=sd[lab[te]]), n_classes)
+        proba[te] += proba_full(est, X[lab[te]], n_classes, sample_domain=sd[lab[te]])
     proba /= max(1, int(n_repeats))
     return OOF(y=yl, proba=proba, weight=np.ones(len(lab)), criterion="target_cv", rows=lab)
 
@@ -124,28 +126,19 @@ def source_cv_oof(factory, X, y, sd, n_classes, weights, *, seed=0, n_splits=3, 
         keep[src[te]] = False
         est = factory(random_state=seed)
         est.fit(X[keep], y[keep], sample_domain=sd[keep])
-        proba[te] = _pad(est, est.predict_proba(X[src[te]], sample_domain=-np.ones(len(te), int)), n_classes)
+        proba[te] = proba_full(est, X[src[te]], n_classes, sample_domain=-np.ones(len(te), int))
         # reverse validation: the candidate pseudo-labels the target, a plain model learns
         # from those pseudo-labels, and is scored back on the held-out source rows
-        pt = _pad(est, est.predict_proba(X[tgt], sample_domain=sd[tgt]), n_classes)
+        pt = proba_full(est, X[tgt], n_classes, sample_domain=sd[tgt])
         ents.append(entropy(pt))
         pseudo = pt.argmax(axis=1)
         if len(np.unique(pseudo)) > 1:
             rev = LogisticRegression(C=1.0, max_iter=1000).fit(X[tgt][:, :n_features], pseudo)
-            reverse[te] = _pad(rev, rev.predict_proba(X[src[te]][:, :n_features]), n_classes)
+            reverse[te] = proba_full(rev, X[src[te]][:, :n_features], n_classes)
         else:
             reverse[te] = np.eye(n_classes)[pseudo[0]]
     return OOF(y=ys, proba=proba, weight=weights[src], criterion="iwcv", reverse_proba=reverse,
                target_entropy=float(np.mean(ents)), rows=src)
-
-
-def _pad(est, p, n_classes):
-    p = np.asarray(p, float)
-    if p.shape[1] == n_classes:
-        return p
-    out = np.zeros((len(p), n_classes))
-    out[:, np.asarray(est.classes_).astype(int)] = p
-    return out
 
 
 def log_loss_rows(y, proba) -> np.ndarray:

@@ -362,11 +362,6 @@ def _ranks(values, higher_better=True) -> np.ndarray:
     return rankdata(-v if higher_better else v)
 
 
-def target_entropy(est, X_target) -> float:
-    """Mean prediction entropy on target rows (heuristic: low is confident, not correct)."""
-    return entropy(est.predict_proba(X_target))
-
-
 def recalibration_evidence(y, p, *, seed: int = 0, n_splits: int = 5) -> dict[str, Any]:
     """Does recalibrating on these out-of-fold target rows lower the Brier score of rows it was
     not fitted on? Cross-fitted over the rows; ``helps`` only when the Brier change is below
