@@ -55,10 +55,12 @@ class StudyResult:
     selections: list[dict[str, Any]] = field(default_factory=list)
     shift: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    outcome: Any = None  # study.outcome.Outcome for survival / regression studies, else None
 
     @property
     def metric_names(self) -> list[str]:
-        keys = ("auroc", "auprc", "brier", "ece", "accuracy", "macro_f1", "log_loss")
+        keys = ("auroc", "auprc", "brier", "ece", "accuracy", "macro_f1", "log_loss",
+                "c_harrell", "c_uno", "ibs", "mae", "rmse", "r2")
         return [k for k in keys if self.records and k in self.records[0]]
 
     def frame(self) -> pd.DataFrame:
@@ -71,6 +73,10 @@ class StudyResult:
 def load_study_data(study: Study, data_dir=None) -> Dataset:
     """The harmonised dataset a study names, restricted to its features."""
     d = study.data
+    if d.path is not None and (d.time is not None or d.task == "regression"):
+        from .outcome import load_outcome_table, outcome_of  # survival / regression file
+
+        return load_outcome_table(study, outcome_of(study))
     if d.dataset is not None:
         ds = load_dataset(d.dataset, data_dir=data_dir or study.resolve(d.data_dir), **d.options)
         if d.features:
@@ -420,6 +426,12 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
 
     t0 = time.perf_counter()
     ds = dataset if dataset is not None else load_study_data(study, data_dir)
+    from .outcome import outcome_of, run_outcome_study
+
+    outcome = outcome_of(study, ds)
+    if outcome is not None:  # survival or continuous outcome: its own protocol loop
+        return run_outcome_study(study, ds, outcome, methods=methods, progress=progress,
+                                 keep_predictions=keep_predictions)
     for w in check_study_data(study, ds):
         log.warning(w)
     names = _methods(study, methods)
