@@ -46,10 +46,12 @@ def _numeric(frame: pd.DataFrame, col: str, role: str, domain: str | None) -> np
         raise UserInputError(f"the {role} column '{col}' is not in the data", where=f"[data] {role}",
                              fix=f"choose one of {list(frame.columns)[:20]}")
     raw = frame[col]
-    if raw.dtype.kind in "biuf":
+    if raw.dtype.kind in "iuf":
         return raw.to_numpy(dtype=float)
-    values = pd.to_numeric(raw, errors="coerce")
-    text = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+    # True/False is no time or amount: count it with the text
+    flags = raw.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy(bool)
+    values = pd.to_numeric(raw.where(~flags), errors="coerce")
+    text = (values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")) | flags
     if text.any():
         raise UserInputError(
             f"the {role} column '{col}' holds {int(text.sum())} non-numeric value(s)"
