@@ -149,7 +149,10 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     local use only; the CLI refuses it on a non-loopback host). ``audit_url``: SQLAlchemy URL
     or SQLite path; default ``audit.sqlite`` beside the bundle folder.
     """
-    bundle = load_bundle(bundle_dir)
+    from ..bundle._outcome import is_outcome_bundle, load_outcome_bundle
+
+    # survival / regression bundles (issue 17) answer /v1/predict with risks or values
+    bundle = load_outcome_bundle(bundle_dir) if is_outcome_bundle(bundle_dir) else load_bundle(bundle_dir)
     bundle_dir = Path(bundle_dir)
     store = KeyStore.load(api_keys_file) if api_keys_file is not None else None
     if store is None:
@@ -270,6 +273,9 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
 
     def _predict(items: list[dict]):
         frame = bundle.frame(items)
+        if hasattr(bundle, "predict_outcome"):
+            out = [{**o, "flags": _flags(rec)} for rec, o in zip(items, bundle.predict_outcome(frame))]
+            return frame, [{**o, "flagged": any(o["flags"].values())} for o in out]
         proba = bundle.predict_proba(frame)
         out = []
         for rec, row in zip(items, proba):
@@ -294,15 +300,16 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
         rid = _rid(request)
         audit.append([{"request_id": rid, "key_id": key.id, "model_version": bundle.model_version,
                        "input_hash": input_hash(rec),
-                       "output": {"probability": p["probability"], "class": p["class"],
-                                  "flagged": p["flagged"]}}
+                       "output": {k: p[k] for k in ("probability", "class", "risk", "prediction", "flagged")
+                                  if k in p}}
                       for rec, p in zip(items, preds)])
         drift.update(frame)
         with metrics.lock:
             metrics.predictions += len(preds)
             metrics.flagged += sum(p["flagged"] for p in preds)
         return {"request_id": rid, "model_version": bundle.model_version,
-                "positive_class": bundle.classes[bundle.positive_index], "predictions": preds}
+                "positive_class": bundle.classes[bundle.positive_index] if bundle.classes else None,
+                "predictions": preds}
 
     @app.post("/v1/explain", tags=["prediction"],
               responses={401: {"description": "no or invalid API key"},
