@@ -39,7 +39,7 @@ from ..data.splits import label_budget, target_split
 from ..errors import UserInputError
 
 __all__ = ["Outcome", "outcome_of", "prepare_outcome_data", "run_outcome_study", "DEFAULT_OUTCOME_METHODS",
-           "OUTCOME_METRICS"]
+           "OUTCOME_METRICS", "file_outcome", "load_outcome_table"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,19 @@ def prepare_outcome_data(study, ds: Dataset, outcome: Outcome) -> Dataset:
         ds.frame[ds.reference_score] = pd.to_numeric(ds.frame[ds.reference_score], errors="coerce")
     ds.extra = {**ds.extra, "outcome": outcome.describe()}
     return ds
+
+
+def file_outcome(study) -> Outcome | None:
+    """The outcome of a CSV/Parquet study, reading the label column when the task is inferred."""
+    oc = outcome_of(study)
+    d = study.data
+    if oc is None and d.task is None and d.label is not None:
+        from ..data.sources import read_table
+
+        raw = read_table(study.resolve(d.path), delimiter=d.delimiter, encoding=d.encoding)
+        if d.label in raw.columns and infer_task(raw[d.label]) == "regression":
+            return Outcome("regression", label=d.label, transform=d.transform, inferred=True)
+    return oc
 
 
 def load_outcome_table(study, outcome: Outcome) -> Dataset:

@@ -73,10 +73,12 @@ class StudyResult:
 def load_study_data(study: Study, data_dir=None) -> Dataset:
     """The harmonised dataset a study names, restricted to its features."""
     d = study.data
-    if d.path is not None and (d.time is not None or d.task == "regression"):
-        from .outcome import load_outcome_table, outcome_of  # survival / regression file
+    if d.path is not None and d.task != "classification":
+        from .outcome import file_outcome, load_outcome_table  # survival / regression file
 
-        return load_outcome_table(study, outcome_of(study))
+        outcome = file_outcome(study)
+        if outcome is not None:
+            return load_outcome_table(study, outcome)
     if d.dataset is not None:
         ds = load_dataset(d.dataset, data_dir=data_dir or study.resolve(d.data_dir), **d.options)
         if d.features:
