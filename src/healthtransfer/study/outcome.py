@@ -375,6 +375,13 @@ def run_outcome_study(study, ds: Dataset, outcome: Outcome, *, methods=None, pro
     from .run import StudyResult, _progress
 
     t0 = _time.perf_counter()
+    if outcome.kind == "survival":
+        try:
+            import sksurv  # noqa: F401
+        except ImportError:
+            raise UserInputError("survival studies need scikit-survival, which is not installed",
+                                 where=f"study '{study.study.name}'",
+                                 fix="pip install 'healthtransfer[survival]'") from None
     ds = prepare_outcome_data(study, ds, outcome)
     for w in check_outcome_data(study, ds, outcome):
         log.warning(w)
