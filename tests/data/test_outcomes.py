@@ -101,3 +101,25 @@ def test_parser_accepts_exactly_valid_columns(times, events):
     assert y["event"].any()
     assert len(y) == n
     assert np.allclose(y["time"], t_num.to_numpy(float))
+
+
+def test_eicu_follow_up_and_length_of_stay_columns():
+    import os
+    from pathlib import Path
+
+    from healthtransfer.data import load_dataset
+
+    data = Path(os.environ.get("HEALTHTRANSFER_DATA", "/work/shared/data"))
+    if not (data / "eicu_demo").is_dir():
+        pytest.skip("the staged eICU demo is not here")
+    ds = load_dataset("eicu_demo", data_dir=data)
+    f = ds.frame
+    y = survival_target(f, time="hospital_days", event="death", domain=ds.domain)
+    assert len(y) == 1881 and int(y["event"].sum()) == int(f["death"].sum())
+    assert (y["time"] > 0).all()
+    # follow-up from hospital admission covers the ICU stay
+    assert (f["hospital_days"] >= f["icu_days"] - 1e-9).mean() > 0.99
+    # APACHE IV's predicted stays exist where its mortality prediction does, and are positive
+    assert (f["apache_iv_hospital_los"].dropna() > 0).all()
+    assert f["apache_iv_hospital_los"].notna().sum() >= 0.95 * f["apache_iv"].notna().sum()
+    assert not {"hospital_days", "icu_days", "apache_iv_hospital_los"} & set(ds.features)

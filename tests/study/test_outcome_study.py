@@ -158,3 +158,16 @@ def test_regression_study_end_to_end(tmp_path):
     lo, hi = p["interval"]
     assert 0 < lo < p["prediction"] < hi
     assert "Outcome distribution per site" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_cli_run_writes_the_outcome_report_and_bundle(tmp_path):
+    from typer.testing import CliRunner
+
+    from healthtransfer.cli import app
+
+    _survival_csv(tmp_path)
+    p = _study(tmp_path, BASE, ["source_cox", "recalibrated_cox"], budgets=(0, 40))
+    r = CliRunner().invoke(app, ["run", str(p), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert "c_harrell" in r.output
+    assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "bundle" / "model.json").is_file()
