@@ -267,39 +267,39 @@ class _OnSource(_SurvivalBase):
         return X @ self.source_.est_.coef_
 
     def _fit(self, X, y, d, src, lab_t):
-        from sksurv.linear_model.coxph import BreslowEstimator
-
         self.source_ = CoxSurvival(rows="source", alpha=self.alpha).fit(X, y, sample_domain=d)
-        self.est_, self.refit_, self.slope_ = self.source_.est_, "none", 1.0
+        self.est_, self.refit_, self.slope_, self.hazard_scale_ = self.source_.est_, "none", 1.0, 1.0
         n_events = int(y["event"][lab_t].sum())
         if n_events == 0:
             return  # nothing to refit on: the source model as it is
         yt = self._clean(y[lab_t])
         if n_events < self.min_events:
-            # too few events to estimate a slope (with 4 events it can even flip sign): keep the
-            # source coefficients and refit only the baseline survival at the target (Breslow
-            # with the source linear predictor as an offset)
-            self.baseline_ = BreslowEstimator().fit(self._source_lp(X[lab_t]), yt["event"], yt["time"])
-            self.refit_ = "baseline"
+            # too few events for a slope (with 4 events it can even flip sign) or a new baseline
+            # curve (a Breslow curve from 4 events is flat after the last one): keep the source
+            # model and rescale its cumulative baseline hazard, S_t(t|x) = S_s(t|x) ** k
+            self._fit_scale(X[lab_t], yt)
             return
-        self.refit_ = "full"  # _refit may fall back to "baseline"
+        self.refit_ = "full"  # _refit may fall back to "scale"
         self._refit(X[lab_t], yt)
 
+    def _fit_scale(self, X, y):
+        """k = observed events / expected events (sum of each row's source cumulative hazard at
+        its own follow-up time): the maximum-likelihood hazard ratio of the target to the source
+        model, i.e. calibration in the large of the survival curves."""
+        S = np.array([self.source_.predict_survival(X[i:i + 1], [y["time"][i]])[0, 0] for i in range(len(X))])
+        expected = float(np.sum(-np.log(np.clip(S, 1e-12, 1.0))))
+        self.hazard_scale_ = float(y["event"].sum()) / expected if expected > 0 else 1.0
+        self.est_, self.refit_ = self.source_.est_, "scale"
+
     def predict(self, X, sample_domain=None):
-        if self.refit_ == "baseline":
+        if self.refit_ == "scale":
             return self._source_lp(np.asarray(X, float))
         return super().predict(X, sample_domain)
 
     def predict_survival(self, X, times, sample_domain=None):
-        if self.refit_ != "baseline":
+        if self.refit_ != "scale":
             return super().predict_survival(X, times, sample_domain)
-        fns = self.baseline_.get_survival_function(self._source_lp(np.asarray(X, float)))
-        grid = self.baseline_.unique_times_
-        S = np.vstack([fn.y for fn in fns]) if len(fns) else np.ones((0, len(grid)))
-        idx = np.searchsorted(grid, np.asarray(times, float), side="right") - 1
-        out = np.ones((len(S), len(idx)))
-        out[:, idx >= 0] = S[:, idx[idx >= 0]]
-        return out
+        return self.source_.predict_survival(X, times) ** self.hazard_scale_
 
     def _features(self, X, sample_domain=None):
         X = np.asarray(X, float)
@@ -308,18 +308,18 @@ class _OnSource(_SurvivalBase):
     def linear_form(self) -> dict:
         if self.refit_ == "none":
             return self.source_.linear_form()
-        if self.refit_ == "baseline":
-            return {"coef": self.source_.est_.coef_.tolist(), "times": self.baseline_.unique_times_.tolist(),
-                    "baseline_survival": self.baseline_.baseline_survival_.y.tolist(), "map": None}
+        if self.refit_ == "scale":
+            base = self.source_.linear_form()
+            return {**base, "baseline_survival": (np.asarray(base["baseline_survival"]) ** self.hazard_scale_).tolist()}
         return self._full_form()
 
 
 class RecalibratedCox(_OnSource):
     """Source Cox model recalibrated at the target: Cox on the source linear predictor alone
     (its calibration slope) with the target's Breslow baseline survival. With fewer than
-    ``min_events`` target events only the baseline survival is refitted (slope 1); a slope
-    estimated at or below 0 (the source ranking reversed: noise at these sizes) is refused
-    the same way."""
+    ``min_events`` target events only the source's baseline hazard is rescaled (slope 1,
+    observed / expected events); a slope estimated at or below 0 (the source ranking
+    reversed: noise at these sizes) is refused the same way."""
 
     def __init__(self, alpha=1.0, min_events=10, random_state=None):
         self.alpha, self.min_events, self.random_state = alpha, min_events, random_state
@@ -328,14 +328,11 @@ class RecalibratedCox(_OnSource):
         return self._source_lp(X)[:, None]
 
     def _refit(self, X, y):
-        from sksurv.linear_model.coxph import BreslowEstimator
-
         self.est_ = _cox(1e-4).fit(self._target_features(X), y)
         self.slope_ = float(self.est_.coef_[0])
         if self.slope_ <= 0:
             self.slope_ = 1.0
-            self.baseline_ = BreslowEstimator().fit(self._source_lp(X), y["event"], y["time"])
-            self.refit_ = "baseline"
+            self._fit_scale(X, y)
 
     def _full_form(self) -> dict:
         coef = self.source_.est_.coef_ * self.slope_
