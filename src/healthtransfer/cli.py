@@ -98,6 +98,14 @@ def _execute(study, out: Path, data_dir: Optional[Path], jobs: int, methods: Opt
     from rich.console import Console
 
     result = run_study(study, methods=methods, data_dir=data_dir, n_jobs=jobs, progress=True, backend=backend)
+    if result.outcome is not None:  # survival / regression study: its own report and bundle
+        from .reports.outcome_report import print_outcome_summary, write_outcome_outputs
+
+        report = write_outcome_outputs(result, out, bundle=bundle)
+        print_outcome_summary(result)
+        typer.echo(f"\nWrote {report}, {out / 'results.json'}"
+                   + (" and bundle/" if (out / "bundle").is_dir() else "") + f" in {result.seconds:.1f} s.")
+        return result
     with Console(stderr=True).status("") as status:
         if result.selections:
             status.update("fitting and explaining the final model per target")

@@ -61,6 +61,10 @@ WINDOW_MINUTES = (0, 1440)
 SLOPE_MIN_SPAN_HOURS = 1.0
 BEDSIZE = {"<100": "<100", "100 - 249": "100-249", "250 - 499": "250-499", ">= 500": ">=500"}
 
+# outcome and reference columns kept next to the label (not features); see load_eicu_demo
+OUTCOME_COLUMNS = {"hospital_days": "hospital_days", "icu_days": "icu_days",
+                   "apache_iv_hospital_los": "predictedhospitallos", "apache_iv_icu_los": "predictediculos"}
+
 _FILES = ("patient", "hospital", "apacheApsVar", "apachePredVar", "apachePatientResult", "vitalAperiodic")
 
 
@@ -127,7 +131,8 @@ def _cohort(folder_key: str, vit_ranges: tuple) -> tuple[pd.DataFrame, pd.DataFr
     aps = _read(folder, "apacheApsVar", usecols=["patientunitstayid", *APS_FLAGS, *APS_VALUES])
     pred = _read(folder, "apachePredVar", usecols=["patientunitstayid", *PRED_FLAGS])
     result = _read(folder, "apachePatientResult",
-                   usecols=["patientunitstayid", "apacheversion", "predictedhospitalmortality"])
+                   usecols=["patientunitstayid", "apacheversion", "predictedhospitalmortality",
+                            "predictedhospitallos", "predictediculos"])
     counts = {"patient": len(patient)}
 
     # 1-2. patient rows with APACHE day-1 physiology
@@ -151,6 +156,16 @@ def _cohort(folder_key: str, vit_ranges: tuple) -> tuple[pd.DataFrame, pd.DataFr
     df = df.merge(pred, on="patientunitstayid", how="left", validate="one_to_one")
     df["apache_iv"] = df["patientunitstayid"].map(ref).astype(float)
     counts["with_apache_iv"] = int(df["apache_iv"].notna().sum())
+    # Outcomes beyond the label (issue 17): follow-up from hospital admission to hospital
+    # discharge or death (discharged alive = censored) and the two lengths of stay, in days,
+    # with APACHE IV's predicted lengths of stay as reference scores (-1 = not computed).
+    for col in ("predictedhospitallos", "predictediculos"):
+        los = pd.to_numeric(iv[col], errors="coerce")
+        los = los.where(los > 0)
+        los.index = iv["patientunitstayid"].to_numpy()
+        df[col] = df["patientunitstayid"].map(los).astype(float)
+    df["hospital_days"] = (df["hospitaldischargeoffset"] - df["hospitaladmitoffset"]) / 1440.0
+    df["icu_days"] = df["unitdischargeoffset"] / 1440.0
 
     raw = pd.DataFrame({
         "patientunitstayid": df["patientunitstayid"].to_numpy(),
@@ -161,6 +176,7 @@ def _cohort(folder_key: str, vit_ranges: tuple) -> tuple[pd.DataFrame, pd.DataFr
         "bedsize": df["numbedscategory"].map(BEDSIZE).to_numpy(),
         "death": (df["hospitaldischargestatus"] == "Expired").astype(int).to_numpy(),
         "apache_iv": df["apache_iv"].to_numpy(),
+        **{k: df[v].to_numpy(dtype=float) for k, v in OUTCOME_COLUMNS.items()},
         "age": df["age"].to_numpy(),
         "gender": df["gender"].to_numpy(),
         "admissionweight": df["admissionweight"].to_numpy(dtype=float),
@@ -196,7 +212,10 @@ def load_eicu_demo(data_dir: str | Path, domain_by: str = "region", vitals: bool
     ``"unittype"`` or ``"bedsize"`` (stays of hospitals without a bed-size category are
     dropped, and counted in ``extra["dropped_no_domain"]``). The cohort is always the
     protocol's 1,881 stays. Label ``death``; group ``uniquepid``; reference score
-    ``apache_iv`` (APACHE IV predicted hospital mortality, never a feature).
+    ``apache_iv`` (APACHE IV predicted hospital mortality, never a feature). Outcome columns
+    for survival and regression studies (never features): ``hospital_days`` (hospital
+    admission to discharge or death, days; with ``death`` as the event), ``icu_days``, and
+    APACHE IV's predicted lengths of stay ``apache_iv_hospital_los`` / ``apache_iv_icu_los``.
     """
     from .sources import _finish, builtin_schema
 
@@ -274,6 +293,8 @@ def load_eicu_demo(data_dir: str | Path, domain_by: str = "region", vitals: bool
         frame["domain"] = raw["domain"].astype(str).to_numpy()
         ds.domain = "domain"
         ds.schema = ds.schema.model_copy(update={"domain": "domain"})
+    for col in OUTCOME_COLUMNS:  # same rows, same order as raw (harmonise keeps both)
+        frame[col] = raw[col].to_numpy()
     # Protocol: a missing electivesurgery flag means "not an elective-surgery admission".
     frame["electivesurgery"] = frame["electivesurgery"].fillna(0)
     frame[ds.features] = frame[ds.features].astype(float)

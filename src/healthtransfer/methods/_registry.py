@@ -16,10 +16,12 @@ __all__ = ["MethodSpec", "SCALABLE_FOR", "available_methods", "get_method", "mak
 
 @functools.lru_cache(maxsize=1)
 def _all() -> dict[str, MethodSpec]:
-    from . import baselines_registry, deep_registry, feature, instance, model, multisource, relation, scalable
+    from . import (baselines_registry, deep_registry, feature, instance, model, multisource, regression, relation,
+                   scalable, survival)
 
     specs: dict[str, MethodSpec] = {}
-    for mod in (baselines_registry, instance, feature, deep_registry, model, relation, multisource, scalable):
+    for mod in (baselines_registry, instance, feature, deep_registry, model, relation, multisource, scalable,
+                survival, regression):
         for spec in getattr(mod, "METHODS", []):
             if spec.name in specs:
                 raise RuntimeError(f"method name {spec.name!r} registered twice")

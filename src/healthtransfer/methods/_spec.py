@@ -34,3 +34,4 @@ class MethodSpec:
     grid: tuple[dict, ...] = field(default_factory=tuple)
     skada_counterpart: str | None = None
     uses_reference: bool = False
+    outcome: str = "classification"  # or "survival" / "regression": the target the method takes

@@ -188,7 +188,11 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
                              where="serve", fix="sign it (`healthtransfer bundle sign`) and pass "
                                                 "--trust PUBLIC_KEY, or pass --allow-unsigned")
     _install_log_filter()
-    bundle = load_bundle(bundle_dir, trust=trust, allow_unsigned=allow_unsigned)
+    from ..bundle._outcome import is_outcome_bundle, load_outcome_bundle
+
+    # survival / regression bundles (issue 17) answer /v1/predict with risks or values
+    loader = load_outcome_bundle if is_outcome_bundle(bundle_dir) else load_bundle
+    bundle = loader(bundle_dir, trust=trust, allow_unsigned=allow_unsigned)
     bundle_dir = Path(bundle_dir)
     store = KeyStore.load(api_keys_file) if api_keys_file is not None else None
     if store is None:
@@ -201,7 +205,8 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     drift = DriftMonitor(bundle.reference, bundle.feature_names, window=drift_window,
                          threshold=drift_threshold, min_count=drift_min_count)
     metrics = _Metrics()
-    predictor = Predictor(bundle)  # compiled array path, or the full one with a logged reason
+    # compiled array path, or the full one with a logged reason (outcome bundles: their own JSON model)
+    predictor = Predictor(bundle, compile=not hasattr(bundle, "predict_outcome"))
     audit_commit = GroupCommit(audit.append)  # concurrent requests share one commit (fsync)
     specs = bundle.feature_specs
     ref = bundle.reference["features"]
@@ -321,6 +326,9 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
                 "unseen_category": unseen}
 
     def _predict(items: list[dict]):
+        if hasattr(bundle, "predict_outcome"):  # survival / regression bundle (issue 17)
+            out = [{**o, "flags": _flags(rec)} for rec, o in zip(items, bundle.predict_outcome(bundle.frame(items)))]
+            return items, [{**o, "flagged": any(o["flags"].values())} for o in out]
         proba = predictor.predict_proba(items)
         classes, pos = bundle.classes, bundle.positive_index
         out = []
@@ -345,7 +353,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
         # plain JSON types already: json.dumps directly, not FastAPI's jsonable_encoder walk
         # (a third of a 1,000-record batch's time)
         return JSONResponse({"request_id": rid, "model_version": bundle.model_version,
-                             "positive_class": bundle.classes[bundle.positive_index],
+                             "positive_class": bundle.classes[bundle.positive_index] if bundle.classes else None,
                              "predictions": preds})
 
     def _serve(items: list[dict], rid: str, key: ApiKey, endpoint: str = "predict") -> list[dict]:
@@ -356,8 +364,8 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
         audit_commit.append([{"request_id": rid, "key_id": key.id,
                               "model_version": bundle.model_version,
                               "input_hash": input_hash(rec),
-                              "output": {"probability": p["probability"], "class": p["class"],
-                                         "flagged": p["flagged"], "endpoint": endpoint}}
+                              "output": {**{k: p[k] for k in ("probability", "class", "risk", "prediction",
+                                                               "flagged") if k in p}, "endpoint": endpoint}}
                              for rec, p in zip(items, preds)])
         drift.update(items)
         with metrics.lock:

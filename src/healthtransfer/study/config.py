@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -84,6 +84,15 @@ class DataSection(_Strict):
     delimiter: str | None = Field(default=None, description="CSV delimiter; default: detected")
     encoding: str = Field(default="utf-8", description="text encoding of a CSV")
     subgroups: list[str] = Field(default_factory=list, description="columns for subgroup metrics")
+    # outcomes beyond classes (see healthtransfer.data.outcomes and study/outcome.py)
+    task: Literal["classification", "survival", "regression"] | None = Field(
+        default=None, description="default: survival when `time` is given, regression for a numeric label with "
+        "many values, else classification")
+    time: str | None = Field(default=None, description="time to event or censoring (survival)")
+    event: str | None = Field(default=None, description="1 = event, 0 = censored (survival)")
+    horizons: list[float] | None = Field(default=None, description="times at which risks are reported (survival)")
+    time_unit: str = "days"
+    transform: Literal["none", "log", "log1p"] = "none"
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -92,8 +101,28 @@ class DataSection(_Strict):
         if (self.path is None) == (self.dataset is None):
             raise ValueError("give exactly one of `path` (a CSV/Parquet file) or `dataset` (a built-in source); "
                              "fix: keep one of the two keys under [data]")
-        if self.path is not None and (self.domain is None or self.label is None):
-            raise ValueError("a `path` study must name its `domain` and `label` columns; "
+        if (self.time is None) != (self.event is None):
+            raise ValueError("a survival study names both `time` and `event`; fix: add the missing one under [data], "
+                             "e.g. time = \"days_to_event_or_censoring\", event = \"event_flag\"")
+        if self.time is not None:
+            if self.task not in (None, "survival"):
+                raise ValueError(f"`time`/`event` make a survival study, but task = \"{self.task}\"; "
+                                 "fix: remove `task` or set task = \"survival\"")
+            if not self.horizons:
+                raise ValueError("a survival study needs `horizons` (the times at which risks are reported); "
+                                 "fix: add e.g. horizons = [7, 28] in the time column's unit")
+        elif self.task == "survival":
+            raise ValueError("task = \"survival\" needs `time` and `event`; fix: name both columns under [data]")
+        if self.horizons is not None:
+            if self.time is None:
+                raise ValueError("`horizons` only apply to a survival study; fix: add `time` and `event` or remove it")
+            if any(not (h > 0) for h in self.horizons):
+                raise ValueError("horizons must be positive times; fix: e.g. horizons = [7, 28]")
+            self.horizons = sorted(set(float(h) for h in self.horizons))
+        if self.transform != "none" and self.task == "classification":
+            raise ValueError("`transform` applies to a continuous label; fix: set task = \"regression\" or remove it")
+        if self.path is not None and (self.domain is None or (self.label is None and self.time is None)):
+            raise ValueError("a `path` study must name its `domain` and `label` columns (or `time` and `event`); "
                              "fix: add `domain = \"site column\"` and `label = \"outcome column\"` under [data]")
         return self
 

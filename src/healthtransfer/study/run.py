@@ -63,10 +63,12 @@ class StudyResult:
     subgroups: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
     finals: dict[str, Any] = field(default_factory=dict)
     deployment: dict[str, Any] = field(default_factory=dict)
+    outcome: Any = None  # study.outcome.Outcome for survival / regression studies, else None
 
     @property
     def metric_names(self) -> list[str]:
-        keys = ("auroc", "auprc", "brier", "ece", "accuracy", "macro_f1", "log_loss")
+        keys = ("auroc", "auprc", "brier", "ece", "accuracy", "macro_f1", "log_loss",
+                "c_harrell", "c_uno", "ibs", "mae", "rmse", "r2")
         return [k for k in keys if self.records and k in self.records[0]]
 
     def frame(self) -> pd.DataFrame:
@@ -79,6 +81,12 @@ class StudyResult:
 def load_study_data(study: Study, data_dir=None) -> Dataset:
     """The harmonised dataset a study names, restricted to its features."""
     d = study.data
+    if d.path is not None and d.task != "classification":
+        from .outcome import file_outcome, load_outcome_table  # survival / regression file
+
+        outcome = file_outcome(study)
+        if outcome is not None:
+            return load_outcome_table(study, outcome)
     if d.dataset is not None:
         ds = load_dataset(d.dataset, data_dir=data_dir or study.resolve(d.data_dir), **d.options)
         if d.features:
@@ -472,6 +480,12 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
 
     t0 = time.perf_counter()
     ds = dataset if dataset is not None else load_study_data(study, data_dir)
+    from .outcome import outcome_of, run_outcome_study
+
+    outcome = outcome_of(study, ds)
+    if outcome is not None:  # survival or continuous outcome: its own protocol loop
+        return run_outcome_study(study, ds, outcome, methods=methods, progress=progress,
+                                 keep_predictions=keep_predictions)
     for w in check_study_data(study, ds):
         log.warning(w)
     names = _methods(study, methods, ds.reference_score)

@@ -1,0 +1,423 @@
+"""Transfer for time-to-event outcomes (right-censored), on scikit-survival's models.
+
+Every estimator takes skada's domain convention with a survival target: ``fit(X, y,
+sample_domain=...)`` where ``y`` is the structured (event, time) array of
+:mod:`healthtransfer.data.outcomes`, sources are >= 1, targets <= -1 and unlabelled target
+rows carry ``time = NaN``. ``predict(X)`` returns a risk score (higher = earlier event) and
+``predict_survival(X, times)`` the survival curves.
+
+Methods (the partial likelihood, its penalties and Breslow's baseline are scikit-survival's):
+
+- baselines: penalised Cox (:class:`CoxSurvival`) and gradient-boosted Cox
+  (:class:`BoostedSurvival`) on source / target / pooled rows;
+- instance: :class:`ImportanceWeightedCox`, domain-classifier importance weights (the same
+  weights as ``iw_domain_lr``) in a weighted Cox fit by component-wise likelihood boosting;
+- feature: :class:`MappedCox`, CORAL or per-domain standardisation (the feature family's own
+  maps) in front of penalised Cox;
+- model: :class:`RecalibratedCox` (the source linear predictor's slope and the baseline
+  survival refitted on the labelled target rows, how published scores such as QRISK are moved
+  to a new population), :class:`RevisedCox` (the source linear predictor as an unpenalised
+  covariate plus a strongly shrunken refit of every coefficient on the target: an offset
+  model whose offset may be rescaled), and :class:`ReferenceCox` (a Cox model on an existing
+  score, e.g. APACHE IV, passed as the last column of ``X``).
+
+Example
+-------
+>>> import numpy as np
+>>> from healthtransfer.methods.survival import CoxSurvival, make_survival_domains
+>>> X, y, d = make_survival_domains(random_state=0)
+>>> m = CoxSurvival(rows="source").fit(X, y, sample_domain=d)
+>>> m.predict_survival(X[:2], [1.0, 2.0]).shape
+(2, 2)
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from ..data.outcomes import SURV_DTYPE, is_unlabelled_survival
+from ._spec import MethodSpec
+
+__all__ = [
+    "CoxSurvival", "BoostedSurvival", "ImportanceWeightedCox", "MappedCox", "RecalibratedCox", "RevisedCox",
+    "ReferenceCox", "METHODS", "make_survival_domains",
+]
+
+
+def make_survival_domains(n_source=300, n_target=200, shift=1.0, n_features=4, random_state=None):
+    """A synthetic source/target pair with covariate shift and censoring, for tests and examples.
+
+    The hazard is exponential in a non-linear function of x, so a linear model fitted on the
+    source's region of x misranks the target's region; about 30% of rows are censored.
+    Target rows are all labelled; mask them with :func:`~healthtransfer.data.outcomes.masked_survival`.
+    """
+    rng = np.random.default_rng(random_state)
+    Xs = rng.normal(size=(n_source, n_features))
+    Xt = rng.normal(size=(n_target, n_features)) + np.r_[shift, np.zeros(n_features - 1)]
+    X = np.vstack([Xs, Xt])
+    lp = 0.8 * X[:, 0] - 0.4 * np.maximum(X[:, 0], 0) ** 2 + 0.5 * X[:, 1]
+    t_event = rng.exponential(5.0 * np.exp(-lp))
+    t_cens = rng.exponential(10.0, len(X))
+    y = np.empty(len(X), SURV_DTYPE)
+    y["time"] = np.maximum(np.minimum(t_event, t_cens), 1e-3)
+    y["event"] = t_event <= t_cens
+    d = np.r_[np.ones(n_source, int), -np.ones(n_target, int)]
+    return X, y, d
+
+
+def _curves_on(est, X, times) -> np.ndarray:
+    """Survival of each row of ``X`` at ``times`` (step function; 1 before the first time)."""
+    S = np.asarray(est.predict_survival_function(X, return_array=True), float)
+    grid = np.asarray(est.unique_times_, float)
+    idx = np.searchsorted(grid, np.asarray(times, float), side="right") - 1
+    out = np.ones((len(X), len(idx)))
+    ok = idx >= 0
+    out[:, ok] = S[:, idx[ok]]
+    return out
+
+
+class _SurvivalBase(BaseEstimator):
+    """Bookkeeping shared by every survival method: split rows by role, fit, predict."""
+
+    family = "baseline"
+    uses_target = "none"
+
+    def _split(self, X, y, sample_domain):
+        X = np.asarray(X, float)
+        y = np.asarray(y)
+        if y.dtype.names is None or set(y.dtype.names) != {"event", "time"}:
+            raise ValueError("y must be a structured array with fields 'event' and 'time' "
+                             "(healthtransfer.data.outcomes.survival_target)")
+        d = np.ones(len(X), int) if sample_domain is None else np.asarray(sample_domain, int)
+        src = d > 0
+        lab_t = (~src) & ~is_unlabelled_survival(y)
+        return X, y, d, src, lab_t
+
+    @staticmethod
+    def _clean(y):
+        out = np.empty(len(y), SURV_DTYPE)
+        out["event"], out["time"] = y["event"], np.maximum(y["time"], 1e-6)
+        return out
+
+    def _rows(self, which, src, lab_t):
+        return {"source": src, "target": lab_t, "pooled": src | lab_t}[which]
+
+    def fit(self, X, y, sample_domain=None):
+        X, y, d, src, lab_t = self._split(X, y, sample_domain)
+        self._fit(X, y, d, src, lab_t)
+        return self
+
+    # a model exposes est_ (a fitted sksurv estimator) and _features(X) -> the matrix it takes
+    def _features(self, X, sample_domain=None):
+        return np.asarray(X, float)
+
+    def predict(self, X, sample_domain=None):
+        """Risk score: higher means an earlier event."""
+        return np.asarray(self.est_.predict(self._features(X, sample_domain)), float)
+
+    def predict_survival(self, X, times, sample_domain=None):
+        """Survival probabilities, shape (n_rows, len(times))."""
+        return _curves_on(self.est_, self._features(X, sample_domain), times)
+
+    def predict_risk(self, X, horizons, sample_domain=None):
+        """Probability of the event by each horizon, shape (n_rows, len(horizons))."""
+        return 1.0 - self.predict_survival(X, horizons, sample_domain)
+
+    def score(self, X, y, sample_domain=None):
+        """Harrell's concordance index."""
+        from sksurv.metrics import concordance_index_censored
+
+        return concordance_index_censored(y["event"], y["time"], self.predict(X, sample_domain))[0]
+
+
+def _cox(alpha):
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+
+    return CoxPHSurvivalAnalysis(alpha=alpha, ties="efron", n_iter=200)
+
+
+class CoxSurvival(_SurvivalBase):
+    """Ridge-penalised Cox proportional hazards on ``rows`` (source, target or pooled).
+
+    >>> X, y, d = make_survival_domains(random_state=1)
+    >>> round(CoxSurvival(rows="pooled").fit(X, y, sample_domain=d).score(X, y), 2) > 0.5
+    True
+    """
+
+    def __init__(self, rows="source", alpha=1.0, random_state=None):
+        self.rows, self.alpha, self.random_state = rows, alpha, random_state
+
+    def _fit(self, X, y, d, src, lab_t):
+        m = self._rows(self.rows, src, lab_t)
+        self.est_ = _cox(self.alpha).fit(X[m], self._clean(y[m]))
+
+    def linear_form(self) -> dict:
+        """What a pickle-free bundle needs: coefficients and the baseline survival."""
+        return {"coef": self.est_.coef_.tolist(), "times": self.est_.unique_times_.tolist(),
+                "baseline_survival": self.est_.baseline_survival_.y.tolist(), "map": None}
+
+
+class BoostedSurvival(_SurvivalBase):
+    """Gradient-boosted Cox model (regression trees, scikit-survival) on ``rows``."""
+
+    def __init__(self, rows="source", n_estimators=100, learning_rate=0.1, max_depth=2, subsample=0.8,
+                 random_state=None):
+        self.rows, self.n_estimators, self.learning_rate = rows, n_estimators, learning_rate
+        self.max_depth, self.subsample, self.random_state = max_depth, subsample, random_state
+
+    def _fit(self, X, y, d, src, lab_t):
+        from sksurv.ensemble import GradientBoostingSurvivalAnalysis
+
+        m = self._rows(self.rows, src, lab_t)
+        self.est_ = GradientBoostingSurvivalAnalysis(
+            n_estimators=self.n_estimators, learning_rate=self.learning_rate, max_depth=self.max_depth,
+            subsample=self.subsample, random_state=self.random_state).fit(X[m], self._clean(y[m]))
+
+
+class ImportanceWeightedCox(_SurvivalBase):
+    """Cox model on source rows weighted by p_t(x)/p_s(x), plus the labelled target rows.
+
+    The weights are those of :class:`~healthtransfer.methods.instance.DomainClassifierIW`
+    (calibrated domain classifier, clipped, mean 1). scikit-survival's Newton Cox takes no
+    weights, so the weighted partial likelihood is maximised by component-wise boosting with
+    linear base learners (early stopping at ``n_estimators`` is the penalty).
+    """
+
+    family = "instance"
+    uses_target = "both"
+
+    def __init__(self, n_estimators=150, learning_rate=0.2, random_state=None):
+        self.n_estimators, self.learning_rate, self.random_state = n_estimators, learning_rate, random_state
+
+    def _fit(self, X, y, d, src, lab_t):
+        from sksurv.ensemble import ComponentwiseGradientBoostingSurvivalAnalysis
+
+        from ._base import DomainSplit
+        from .instance import DomainClassifierIW, _clip_normalise, effective_sample_size
+
+        Xt = X[~src]
+        if len(Xt) >= 2:
+            iw = DomainClassifierIW(random_state=self.random_state)
+            split = DomainSplit(Xs=X[src], ys=np.zeros(src.sum(), int), ds=d[src], Xt=Xt, Xtl=X[lab_t],
+                                ytl=np.zeros(lab_t.sum(), int), n_classes=2)
+            w = _clip_normalise(iw._source_weights(split), iw.clip_quantile, iw.max_weight)
+        else:
+            w = np.ones(int(src.sum()))
+        self.weights_ = w
+        self.ess_fraction_ = effective_sample_size(w) / max(len(w), 1)
+        m = src | lab_t
+        sw = np.ones(len(X))
+        sw[src] = w
+        self.est_ = ComponentwiseGradientBoostingSurvivalAnalysis(
+            loss="coxph", n_estimators=self.n_estimators, learning_rate=self.learning_rate,
+            random_state=self.random_state).fit(X[m], self._clean(y[m]), sample_weight=sw[m])
+
+    def linear_form(self) -> dict:
+        coef = np.asarray(self.est_.coef_, float)
+        base = self.est_._get_baseline_model()
+        # coef_[0] is the intercept of the component-wise ensemble: it cancels in the Cox model
+        return {"coef": coef[1:].tolist(), "intercept": float(coef[0]), "times": base.unique_times_.tolist(),
+                "baseline_survival": base.baseline_survival_.y.tolist(), "map": None}
+
+
+class MappedCox(_SurvivalBase):
+    """A feature-family map (``"coral"`` or ``"domain_std"``) in front of penalised Cox.
+
+    The maps are the classification methods' own (:class:`~healthtransfer.methods.feature.CORAL`,
+    :class:`~healthtransfer.methods.feature.DomainStandardization`), learned from source rows and
+    all target rows (labels unused); Cox is fitted on the mapped source + labelled target rows.
+    """
+
+    family = "feature"
+    uses_target = "both"
+
+    def __init__(self, mapping="coral", alpha=1.0, random_state=None):
+        self.mapping, self.alpha, self.random_state = mapping, alpha, random_state
+
+    def _fit(self, X, y, d, src, lab_t):
+        from ._base import DomainSplit
+        from .feature import CORAL, DomainStandardization
+
+        if self.mapping not in ("coral", "domain_std"):
+            raise ValueError(f"mapping must be 'coral' or 'domain_std', got {self.mapping!r}")
+        self.map_ = CORAL() if self.mapping == "coral" else DomainStandardization()
+        split = DomainSplit(Xs=X[src], ys=np.zeros(src.sum(), int), ds=d[src], Xt=X[~src], Xtl=X[lab_t],
+                            ytl=np.zeros(lab_t.sum(), int), n_classes=2, ws=None)
+        self.map_._fit_maps(split)
+        Z = np.vstack([self.map_._map_rows(X[src], d[src]), self.map_._map(X[lab_t], "target", -1)])
+        yy = np.r_[y[src], y[lab_t]]
+        self.est_ = _cox(self.alpha).fit(Z, self._clean(yy))
+
+    def _features(self, X, sample_domain=None):
+        X = np.asarray(X, float)
+        d = -np.ones(len(X), int) if sample_domain is None else np.asarray(sample_domain, int)
+        return self.map_._map_rows(X, d)
+
+
+class _OnSource(_SurvivalBase):
+    """Model-family methods: a source Cox model, then a refit on the labelled target rows."""
+
+    family = "model"
+    uses_target = "labelled"
+
+    def _source_lp(self, X):
+        return X @ self.source_.est_.coef_
+
+    def _fit(self, X, y, d, src, lab_t):
+        self.source_ = CoxSurvival(rows="source", alpha=self.alpha).fit(X, y, sample_domain=d)
+        self.est_, self.refit_, self.slope_, self.hazard_scale_ = self.source_.est_, "none", 1.0, 1.0
+        n_events = int(y["event"][lab_t].sum())
+        if n_events == 0:
+            return  # nothing to refit on: the source model as it is
+        yt = self._clean(y[lab_t])
+        if n_events < self.min_events:
+            # too few events for a slope (with 4 events it can even flip sign) or a new baseline
+            # curve (a Breslow curve from 4 events is flat after the last one): keep the source
+            # model and rescale its cumulative baseline hazard, S_t(t|x) = S_s(t|x) ** k
+            self._fit_scale(X[lab_t], yt)
+            return
+        self.refit_ = "full"  # _refit may fall back to "scale"
+        self._refit(X[lab_t], yt)
+
+    def _fit_scale(self, X, y):
+        """k = observed events / expected events (sum of each row's source cumulative hazard at
+        its own follow-up time): the maximum-likelihood hazard ratio of the target to the source
+        model, i.e. calibration in the large of the survival curves."""
+        S = np.array([self.source_.predict_survival(X[i:i + 1], [y["time"][i]])[0, 0] for i in range(len(X))])
+        expected = float(np.sum(-np.log(np.clip(S, 1e-12, 1.0))))
+        self.hazard_scale_ = float(y["event"].sum()) / expected if expected > 0 else 1.0
+        self.est_, self.refit_ = self.source_.est_, "scale"
+
+    def predict(self, X, sample_domain=None):
+        if self.refit_ == "scale":
+            return self._source_lp(np.asarray(X, float))
+        return super().predict(X, sample_domain)
+
+    def predict_survival(self, X, times, sample_domain=None):
+        if self.refit_ != "scale":
+            return super().predict_survival(X, times, sample_domain)
+        return self.source_.predict_survival(X, times) ** self.hazard_scale_
+
+    def _features(self, X, sample_domain=None):
+        X = np.asarray(X, float)
+        return X if self.refit_ == "none" else self._target_features(X)
+
+    def linear_form(self) -> dict:
+        if self.refit_ == "none":
+            return self.source_.linear_form()
+        if self.refit_ == "scale":
+            base = self.source_.linear_form()
+            return {**base, "baseline_survival": (np.asarray(base["baseline_survival"]) ** self.hazard_scale_).tolist()}
+        return self._full_form()
+
+
+class RecalibratedCox(_OnSource):
+    """Source Cox model recalibrated at the target: Cox on the source linear predictor alone
+    (its calibration slope) with the target's Breslow baseline survival. With fewer than
+    ``min_events`` target events only the source's baseline hazard is rescaled (slope 1,
+    observed / expected events); a slope estimated at or below 0 (the source ranking
+    reversed: noise at these sizes) is refused the same way."""
+
+    def __init__(self, alpha=1.0, min_events=10, random_state=None):
+        self.alpha, self.min_events, self.random_state = alpha, min_events, random_state
+
+    def _target_features(self, X):
+        return self._source_lp(X)[:, None]
+
+    def _refit(self, X, y):
+        self.est_ = _cox(1e-4).fit(self._target_features(X), y)
+        self.slope_ = float(self.est_.coef_[0])
+        if self.slope_ <= 0:
+            self.slope_ = 1.0
+            self._fit_scale(X, y)
+
+    def _full_form(self) -> dict:
+        coef = self.source_.est_.coef_ * self.slope_
+        return {"coef": coef.tolist(), "times": self.est_.unique_times_.tolist(),
+                "baseline_survival": self.est_.baseline_survival_.y.tolist(), "map": None}
+
+
+class RevisedCox(_OnSource):
+    """Offset / fine-tune: target Cox on [source linear predictor, X], the predictor's
+    coefficient unpenalised and every other coefficient shrunk hard towards 0 (``shrinkage``),
+    so the target moves the source model only as far as its labels justify."""
+
+    def __init__(self, alpha=1.0, shrinkage=50.0, min_events=10, random_state=None):
+        self.alpha, self.shrinkage, self.min_events, self.random_state = alpha, shrinkage, min_events, random_state
+
+    def _target_features(self, X):
+        return np.column_stack([self._source_lp(X), X])
+
+    def _refit(self, X, y):
+        Z = self._target_features(X)
+        self.est_ = _cox(np.r_[1e-4, np.full(Z.shape[1] - 1, self.shrinkage)]).fit(Z, y)
+
+    def _full_form(self) -> dict:
+        c = self.est_.coef_
+        coef = c[0] * self.source_.est_.coef_ + c[1:]
+        return {"coef": coef.tolist(), "times": self.est_.unique_times_.tolist(),
+                "baseline_survival": self.est_.baseline_survival_.y.tolist(), "map": None}
+
+
+class ReferenceCox(_SurvivalBase):
+    """Cox model on an existing clinical score (the last column of ``X``, e.g. logit of APACHE
+    IV's predicted mortality): fitted on the labelled target rows when they hold at least
+    ``min_events`` events, else on the source rows. Rows without the score get its median."""
+
+    family = "model"
+    uses_target = "both"
+
+    def __init__(self, min_events=5, random_state=None):
+        self.min_events, self.random_state = min_events, random_state
+
+    def _features(self, X, sample_domain=None):
+        r = np.asarray(X, float)[:, -1]
+        return np.where(np.isnan(r), self.median_, r)[:, None]
+
+    def _fit(self, X, y, d, src, lab_t):
+        r = X[:, -1]
+        on_target = y["event"][lab_t & ~np.isnan(r)].sum() >= self.min_events
+        self.fitted_on_ = "target" if on_target else "source"
+        use = (lab_t if on_target else src) & ~np.isnan(r)
+        self.median_ = float(np.nanmedian(r[use]))
+        self.est_ = _cox(1e-4).fit(r[use][:, None], self._clean(y[use]))
+
+
+def _spec(name, family, cls, uses_target, desc, needs_labels=False, uses_reference=False, **kw):
+    return MethodSpec(name, family, partial(_factory, cls, kw), uses_target, desc, needs_labels=needs_labels,
+                      multiclass=False, uses_reference=uses_reference, outcome="survival")
+
+
+def _factory(cls, fixed, random_state=None, **params):
+    return cls(random_state=random_state, **{**fixed, **params})
+
+
+METHODS = [
+    _spec("source_cox", "baseline", CoxSurvival, "none", "Penalised Cox model on the source sites.", rows="source"),
+    _spec("target_cox", "baseline", CoxSurvival, "labelled", "Penalised Cox model on the labelled target rows.",
+          needs_labels=True, rows="target"),
+    _spec("pooled_cox", "baseline", CoxSurvival, "labelled", "Penalised Cox model on source + labelled target rows.",
+          needs_labels=True, rows="pooled"),
+    _spec("source_gbsurv", "baseline", BoostedSurvival, "none", "Gradient-boosted Cox model on the source sites.",
+          rows="source"),
+    _spec("target_gbsurv", "baseline", BoostedSurvival, "labelled",
+          "Gradient-boosted Cox model on the labelled target rows.", needs_labels=True, rows="target"),
+    _spec("pooled_gbsurv", "baseline", BoostedSurvival, "labelled",
+          "Gradient-boosted Cox model on source + labelled target rows.", needs_labels=True, rows="pooled"),
+    _spec("iw_cox", "instance", ImportanceWeightedCox, "both",
+          "Cox model on importance-weighted source rows (domain classifier) plus labelled target rows."),
+    _spec("coral_cox", "feature", MappedCox, "both", "CORAL-aligned features, then penalised Cox.", mapping="coral"),
+    _spec("domain_std_cox", "feature", MappedCox, "both", "Per-domain standardised features, then penalised Cox.",
+          mapping="domain_std"),
+    _spec("recalibrated_cox", "model", RecalibratedCox, "labelled",
+          "Source Cox model with slope and baseline survival refitted at the target.", needs_labels=True),
+    _spec("revised_cox", "model", RevisedCox, "labelled",
+          "Source linear predictor as a covariate plus a shrunken target refit (offset / fine-tune).",
+          needs_labels=True),
+    _spec("reference_cox", "model", ReferenceCox, "both",
+          "Cox model on the study's reference score (e.g. APACHE IV), refitted at the target when it can be.",
+          uses_reference=True),
+]

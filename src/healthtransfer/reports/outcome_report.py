@@ -1,0 +1,248 @@
+"""Report and results of a survival or regression study (``report.html`` + ``results.json``).
+
+The page shows the outcome as defined (time unit, horizons, censoring), per-site Kaplan-Meier
+curves or outcome distributions, every method's metrics with 95% intervals over seeds at each
+label budget, what the selection chose, and the selected model's calibration (predicted risk
+against Kaplan-Meier observed risk by risk group at each horizon; predicted against observed
+by decile). It only draws what the runner computed; only aggregates are shown.
+
+Example
+-------
+>>> from healthtransfer.study.run import run_study        # doctest: +SKIP
+>>> write_outcome_outputs(run_study(study), "out")       # doctest: +SKIP
+PosixPath('out/report.html')
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._io import atomic_output_dir
+from .html import Section, esc, figure_to_img, render, table_html
+
+__all__ = ["write_outcome_outputs", "outcome_sections", "print_outcome_summary"]
+
+
+def _json(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def _clean(o):
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def _metric_columns(result) -> list[str]:
+    oc = result.outcome
+    if oc.kind == "survival":
+        hz = [f"{h:g}" for h in oc.horizons]
+        return ["c_harrell", "c_uno", "ibs", *[f"auc_{h}" for h in hz], *[f"oe_{h}" for h in hz]]
+    return ["mae", "rmse", "r2", "calibration_slope"]
+
+
+def summary_table(result) -> list[dict]:
+    """Mean and 95% t-interval over seeds of each metric, per target, method and budget."""
+    from ..study.run import summarise
+
+    cols = [c for c in _metric_columns(result) if c in result.frame()]
+    return summarise(result.records, cols, by=("target", "method", "n_labeled"))
+
+
+def _site_table(result) -> pd.DataFrame:
+    ds, oc = result.dataset, result.outcome
+    f = ds.frame
+    rows = {}
+    for site, g in f.groupby(ds.domain):
+        if oc.kind == "survival":
+            rows[site] = {"rows": len(g), "events": int(g[oc.event].sum()),
+                          "censored %": 100.0 * (1 - g[oc.event].mean()),
+                          f"median follow-up ({oc.time_unit})": float(g[oc.time].median()),
+                          **{f"followed at {h:g}": int((g[oc.time] >= h).sum()) for h in oc.horizons}}
+        else:
+            v = g[oc.label].astype(float)
+            rows[site] = {"rows": len(g), "mean": v.mean(), "median": v.median(), "p25": v.quantile(0.25),
+                          "p75": v.quantile(0.75)}
+    tab = pd.DataFrame.from_dict(rows, orient="index")
+    tab.index.name = "site"
+    return tab
+
+
+def _km_figure(result) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..evaluation.survival import kaplan_meier
+
+    ds, oc = result.dataset, result.outcome
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for site, g in ds.frame.groupby(ds.domain):
+        y = np.empty(len(g), dtype=[("event", "?"), ("time", "<f8")])
+        y["event"], y["time"] = g[oc.event].astype(bool), g[oc.time].astype(float)
+        t, s = kaplan_meier(y)
+        ax.step(np.r_[0, t], np.r_[1, s], where="post", label=f"{site} (n={len(g)})")
+    for h in oc.horizons:
+        ax.axvline(h, color="#999", lw=0.8, ls=":")
+    ax.set_xlim(0, max(oc.horizons) * 2)
+    ax.set_xlabel(f"time ({oc.time_unit})")
+    ax.set_ylabel("survival (Kaplan-Meier)")
+    ax.legend(fontsize=8)
+    return figure_to_img(fig, "Kaplan-Meier curves per site")
+
+
+def _distribution_figure(result) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ds, oc = result.dataset, result.outcome
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    groups = [(s, g[oc.label].astype(float).to_numpy()) for s, g in ds.frame.groupby(ds.domain)]
+    hi = np.quantile(np.concatenate([v for _, v in groups]), 0.98)
+    for s, v in groups:
+        ax.hist(np.clip(v, None, hi), bins=30, histtype="step", density=True, label=f"{s} (n={len(v)})")
+    ax.set_xlabel(f"{oc.label} (top 2% drawn at the 98th percentile)")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    return figure_to_img(fig, "outcome distribution per site")
+
+
+def _calibration_figure(result, target) -> str:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    oc = result.outcome
+    sel = [r for r in result.records if r["method"] == "selected" and r["target"] == target]
+    if not sel:
+        return ""
+    top = max(r["n_labeled"] for r in sel)
+    sel = [r for r in sel if r["n_labeled"] == top]
+    keys = [f"calibration_{h:g}" for h in oc.horizons] if oc.kind == "survival" else ["deciles"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.4 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(g["predicted"], g["observed"]) for r in sel for g in (r[key]["groups"] if key != "deciles" else r[key])
+               if g["observed"] is not None and np.isfinite(g["observed"])]
+        if pts:
+            p, o = np.array(pts).T
+            ax.scatter(p, o, s=14, alpha=0.7)
+            lim = [0, max(p.max(), o.max()) * 1.05]
+            ax.plot(lim, lim, color="#999", lw=0.8)
+        title = f"at {key.split('_')[1]} {oc.time_unit}" if key != "deciles" else "by decile"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("predicted" + (" risk" if oc.kind == "survival" else ""))
+        ax.set_ylabel("observed" + (" (Kaplan-Meier)" if oc.kind == "survival" else " mean"))
+    fig.tight_layout()
+    return figure_to_img(fig, f"calibration of the selected model at {target}")
+
+
+def _fmt_ci(v) -> str:
+    if not isinstance(v, dict) or v.get("mean") is None or not np.isfinite(v["mean"]):
+        return "—"
+    lo, hi = v["ci"]
+    return f"{v['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def outcome_sections(result) -> list[Section]:
+    oc = result.outcome
+    st = result.study
+    secs = [Section("Outcome", f"<p>{esc(oc.describe())}. Sources: {esc(', '.join(st.transfer.sources))}; "
+                               f"target(s): {esc(st.transfer.target)}; label budgets n_t = "
+                               f"{esc(st.transfer.labeled_target)} ({'censored rows count as labelled' if oc.kind == 'survival' else 'labelled target rows'}); "
+                               f"{st.transfer.seeds} seed(s).</p>" + table_html(_site_table(result), digits=2))]
+    if oc.kind == "survival":
+        secs.append(Section("Kaplan-Meier curves per site",
+                            _km_figure(result) + "<p class='note'>Dotted lines: the report's horizons.</p>"))
+    else:
+        secs.append(Section("Outcome distribution per site", _distribution_figure(result)))
+    summ = summary_table(result)
+    cols = _metric_columns(result)
+    body = ("<p class='note'>Mean over seeds [95% t-interval]; scored on the held-out target test half. "
+            + ("Harrell's and Uno's C (higher is better; Uno's truncated at the last horizon), integrated Brier score "
+               "with inverse-probability-of-censoring weights (lower is better), time-dependent AUC and "
+               "observed/expected risk (Kaplan-Meier / mean prediction; 1 is calibrated) at each horizon."
+               if oc.kind == "survival" else
+               "MAE, RMSE (lower is better), R² and the calibration slope (outcome on prediction; 1 is calibrated), "
+               "on the original scale.") + "</p>")
+    for t in dict.fromkeys(r["target"] for r in summ):
+        for n in sorted({r["n_labeled"] for r in summ if r["target"] == t}):
+            rows = [r for r in summ if r["target"] == t and r["n_labeled"] == n]
+            tab = pd.DataFrame([{"family": r["family"], **{c: _fmt_ci(r.get(c)) for c in cols}} for r in rows],
+                               index=pd.Index([r["method"] for r in rows], name="method"))
+            body += table_html(tab, caption=f"target {t}, n_t = {n}")
+    secs.append(Section("Results", body))
+    if result.selections:
+        sel = pd.DataFrame(result.selections)
+        counts = sel.groupby(["target", "n_labeled", "criterion", "chosen"]).size().rename("seeds").reset_index()
+        body = ("<p class='note'>Chosen on the fit rows only: target cross-validation (Harrell's C / squared error) "
+                "when the labelled target rows suffice, otherwise importance-weighted cross-validation on the source "
+                "rows. A method replaces the best baseline only when it beats it by a bootstrap standard error.</p>"
+                + table_html(counts, index=False))
+        figs = "".join(_calibration_figure(result, t) for t in dict.fromkeys(sel["target"]))
+        secs.append(Section("Selection and calibration", body + figs))
+    return secs
+
+
+def write_outcome_outputs(result, out, *, bundle: bool = True) -> Path:
+    """Write ``report.html``, ``results.json`` (and ``bundle/`` with the recommended model)."""
+    out = Path(out)
+    oc = result.outcome
+    payload = {
+        "study": result.study.study.name,
+        "outcome": {"kind": oc.kind, "description": oc.describe(), "time": oc.time, "event": oc.event,
+                    "horizons": oc.horizons, "time_unit": oc.time_unit, "label": oc.label, "transform": oc.transform},
+        "summary": summary_table(result),
+        "records": result.records,
+        "selections": result.selections,
+        "skipped": result.skipped,
+        "seconds": result.seconds,
+    }
+    page = render(f"{result.study.study.name}: {oc.kind} study", outcome_sections(result),
+                  subtitle=oc.describe(), footer={"rows": len(result.dataset.frame), "seconds": f"{result.seconds:.1f}"})
+    with atomic_output_dir(out) as stage:
+        (stage / "results.json").write_text(json.dumps(_clean(payload), default=_json, indent=1), encoding="utf-8")
+        (stage / "report.html").write_text(page, encoding="utf-8")
+        if bundle and result.selections:
+            from ..bundle._outcome import write_outcome_bundle
+
+            write_outcome_bundle(result, stage / "bundle")
+    return out / "report.html"
+
+
+def print_outcome_summary(result) -> None:
+    """The headline metric (Harrell's C / MAE) per method and budget, in the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    key = "c_harrell" if result.outcome.kind == "survival" else "mae"
+    summ = summary_table(result)
+    for t in dict.fromkeys(r["target"] for r in summ):
+        rows = [r for r in summ if r["target"] == t]
+        budgets = sorted({r["n_labeled"] for r in rows})
+        tab = Table(title=f"target {t}: {key} mean [95% CI] over seeds")
+        tab.add_column("method")
+        for b in budgets:
+            tab.add_column(f"n_t={b}", justify="right")
+        for m in dict.fromkeys(r["method"] for r in rows):
+            cell = {r["n_labeled"]: _fmt_ci(r.get(key)) for r in rows if r["method"] == m}
+            tab.add_row(m, *[cell.get(b, "—") for b in budgets])
+        Console().print(tab)
