@@ -115,8 +115,14 @@ def test_survival_report_bundle_and_service(survival_run, tmp_path):
     for p in pred:  # risk grows with the horizon; the curve never rises
         assert 0 <= p["risk"]["1"] <= p["risk"]["3"] <= 1
         assert np.all(np.diff(p["curve"]["survival"]) <= 1e-12)
-    client = TestClient(create_app(tmp_path / "out" / "bundle", audit_url=str(tmp_path / "audit.sqlite")))
-    r = client.post("/v1/predict", json={"records": recs})
+    from healthtransfer.serve import keys_add
+
+    key = keys_add(tmp_path / "keys.json", "ward", ["predict"])
+    client = TestClient(create_app(tmp_path / "out" / "bundle", api_keys_file=tmp_path / "keys.json",
+                                   audit_url=str(tmp_path / "audit.sqlite"), allow_unsigned=True),
+                        base_url="http://localhost")
+    assert client.post("/v1/predict", json={"records": recs}).status_code == 401  # closed by default
+    r = client.post("/v1/predict", json={"records": recs}, headers={"X-API-Key": key})
     assert r.status_code == 200, r.text
     assert r.json()["predictions"][0]["risk"] == pytest.approx(pred[0]["risk"])
 

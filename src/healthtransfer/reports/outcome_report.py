@@ -1,7 +1,7 @@
 """Report and results of a survival or regression study (``report.html`` + ``results.json``).
 
 The page shows the outcome as defined (time unit, horizons, censoring), per-site Kaplan-Meier
-curves or outcome distributions, every method's metrics with 95% intervals over seeds at each
+curves or outcome distributions, every method's metrics with their spread over seeds at each
 label budget, what the selection chose, and the selected model's calibration (predicted risk
 against Kaplan-Meier observed risk by risk group at each horizon; predicted against observed
 by decile). It only draws what the runner computed; only aggregates are shown.
@@ -60,7 +60,7 @@ def _metric_columns(result) -> list[str]:
 
 
 def summary_table(result) -> list[dict]:
-    """Mean and 95% t-interval over seeds of each metric, per target, method and budget."""
+    """Mean, sd and min-max spread over seeds of each metric, per target, method and budget."""
     from ..study.run import summarise
 
     cols = [c for c in _metric_columns(result) if c in result.frame()]
@@ -158,8 +158,10 @@ def _calibration_figure(result, target) -> str:
 def _fmt_ci(v) -> str:
     if not isinstance(v, dict) or v.get("mean") is None or not np.isfinite(v["mean"]):
         return "—"
-    lo, hi = v["ci"]
-    return f"{v['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+    # the spread over seeds (min-max), not a confidence interval of the mean: every seed
+    # re-splits the same target patients (see study.run.summarise)
+    lo, hi = v.get("spread", v.get("ci", (np.nan, np.nan)))
+    return f"{v['mean']:.3f} ({lo:.3f}-{hi:.3f})"
 
 
 def outcome_sections(result) -> list[Section]:
@@ -176,7 +178,7 @@ def outcome_sections(result) -> list[Section]:
         secs.append(Section("Outcome distribution per site", _distribution_figure(result)))
     summ = summary_table(result)
     cols = _metric_columns(result)
-    body = ("<p class='note'>Mean over seeds [95% t-interval]; scored on the held-out target test half. "
+    body = ("<p class='note'>Mean over seeds (min-max spread over seeds: each seed re-splits the same patients, so this is not a confidence interval); scored on the held-out target test half. "
             + ("Harrell's and Uno's C (higher is better; Uno's truncated at the last horizon), integrated Brier score "
                "with inverse-probability-of-censoring weights (lower is better), time-dependent AUC and "
                "observed/expected risk (Kaplan-Meier / mean prediction; 1 is calibrated) at each horizon."
@@ -238,7 +240,7 @@ def print_outcome_summary(result) -> None:
     for t in dict.fromkeys(r["target"] for r in summ):
         rows = [r for r in summ if r["target"] == t]
         budgets = sorted({r["n_labeled"] for r in rows})
-        tab = Table(title=f"target {t}: {key} mean [95% CI] over seeds")
+        tab = Table(title=f"target {t}: {key} mean (min-max) over seeds")
         tab.add_column("method")
         for b in budgets:
             tab.add_column(f"n_t={b}", justify="right")

@@ -459,11 +459,14 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     from ._cds import cds_router
     from ._fhir import ServiceContext, fhir_router
 
-    ctx = ServiceContext(bundle=bundle, require=require, serve=_serve, rid=_rid, drift=drift,
-                         record_model=Record, preview_model=ExplainRequest,
-                         predict_proba=predictor.predict_proba)
-    app.include_router(fhir_router(ctx))
-    app.include_router(cds_router(ctx))
+    # (class-probability bundles only: a RiskAssessment / card per horizon for survival and
+    # regression bundles is not built yet, so those endpoints are absent rather than wrong)
+    if not hasattr(bundle, "predict_outcome"):
+        ctx = ServiceContext(bundle=bundle, require=require, serve=_serve, rid=_rid, drift=drift,
+                             record_model=Record, preview_model=ExplainRequest,
+                             predict_proba=predictor.predict_proba)
+        app.include_router(fhir_router(ctx))
+        app.include_router(cds_router(ctx))
 
     # -- web page -----------------------------------------------------------------------------
     page = (STATIC / "index.html").read_text(encoding="utf-8")
