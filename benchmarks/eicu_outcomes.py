@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DATA_DIR = os.environ.get("HEALTHTRANSFER_DATA", "/work/shared/data")
+DATA_DIR = os.environ.get("HEALTHTRANSFER_DATA", str(Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 PAIRS = [("Midwest", "South")]
 BUDGETS = [0, 50, 200]
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
