@@ -109,7 +109,7 @@ def test_eicu_follow_up_and_length_of_stay_columns():
 
     from healthtransfer.data import load_dataset
 
-    data = Path(os.environ.get("HEALTHTRANSFER_DATA", "/work/shared/data"))
+    data = Path(os.environ["HEALTHTRANSFER_DATA"])  # set in conftest.py
     if not (data / "eicu_demo").is_dir():
         pytest.skip("the staged eICU demo is not here")
     ds = load_dataset("eicu_demo", data_dir=data)

@@ -26,7 +26,7 @@ from healthtransfer.study.outputs import write_study_outputs  # noqa: E402
 from healthtransfer.study.run import run_study  # noqa: E402
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "eicu_midwest_to_south.toml"
-DATA = Path(os.environ.get("HEALTHTRANSFER_DATA", "/work/shared/data"))
+DATA = Path(os.environ["HEALTHTRANSFER_DATA"])  # set in conftest.py
 pytestmark = [pytest.mark.skipif(not (DATA / "eicu_demo").is_dir(), reason="eICU demo data not staged"),
               pytest.mark.slow]
 
