@@ -231,6 +231,11 @@ def estimator_classes() -> dict[str, dict]:
 
 def api_example(name: str, needs_labels: bool, uses_reference: bool) -> str:
     """One runnable example for the method registered as ``name`` (run by the docs check)."""
+    from healthtransfer.methods import make_method
+
+    outcome = type(make_method(name, random_state=0)).__module__.rsplit(".", 1)[-1]
+    if outcome in ("survival", "regression"):
+        return _outcome_example(name, outcome, uses_reference)
     n_lab = 20 if needs_labels else 0
     lines = ["import numpy as np",
              "from healthtransfer.data.synthetic import make_shifted_domains",
@@ -246,6 +251,34 @@ def api_example(name: str, needs_labels: bool, uses_reference: bool) -> str:
               "est.fit(X, y, sample_domain=d.sample_domain)  # sources >= 1, targets <= -1",
               "proba = est.predict_proba(X[d.target])",
               "assert proba.shape == (int(d.target.sum()), 2)"]
+    return "\n".join(lines)
+
+
+def _outcome_example(name: str, outcome: str, uses_reference: bool) -> str:
+    """The example of a survival or regression estimator (y: a structured time/event array, or numbers)."""
+    if outcome == "survival":
+        lines = ["import numpy as np",
+                 "from healthtransfer.methods import make_method",
+                 "from healthtransfer.methods.survival import make_survival_domains", "",
+                 "X, y, d = make_survival_domains(random_state=0)  # sources 1, target -1; y: event, time"]
+    else:
+        lines = ["import numpy as np",
+                 "from healthtransfer.methods import make_method", "",
+                 "rng = np.random.default_rng(0)",
+                 "X = rng.normal(size=(300, 3)); X[200:, 0] += 1.0          # the target is shifted",
+                 "y = X @ [1.0, 2.0, 0.0] + rng.normal(size=300)",
+                 "d = np.r_[np.ones(200, int), -np.ones(100, int)]           # sources 1, target -1"]
+    if uses_reference:
+        lines += ["# reference-score methods read the existing score from the LAST column",
+                  "X = np.column_stack([X, X[:, 0] + 0.5 * X[:, 1]])"]
+    lines += [f'est = make_method("{name}", random_state=0)',
+              "est.fit(X, y, sample_domain=d)",
+              "target = X[d < 0]"]
+    if outcome == "survival":
+        lines += ["surv = est.predict_survival(target, [1.0, 2.0])  # P(no event by t) per row",
+                  "assert surv.shape == (len(target), 2)"]
+    else:
+        lines += ["pred = est.predict(target)", "assert pred.shape == (len(target),)"]
     return "\n".join(lines)
 
 
