@@ -68,8 +68,9 @@ def test_the_recommended_reference_model_ships_with_the_score_declared(shipped):
 
 
 def test_serve_answers_with_the_score_and_refuses_without_it(shipped):
-    app = create_app(shipped["bundle"], api_keys_file=shipped["keys"], audit_url=shipped["out"] / "audit.sqlite")
-    client = TestClient(app)
+    app = create_app(shipped["bundle"], api_keys_file=shipped["keys"], audit_url=shipped["out"] / "audit.sqlite",
+                     allow_unsigned=True)  # the bundle this test just wrote: origin known
+    client = TestClient(app, base_url="http://localhost")
     head = {"X-API-Key": shipped["key"]}
     rows, recs = _records(shipped)
     ok = client.post("/v1/predict", json={"records": recs}, headers=head)

@@ -91,8 +91,11 @@ class DataSection(_Strict):
     time: str | None = Field(default=None, description="time to event or censoring (survival)")
     event: str | None = Field(default=None, description="1 = event, 0 = censored (survival)")
     horizons: list[float] | None = Field(default=None, description="times at which risks are reported (survival)")
-    time_unit: str = "days"
-    transform: Literal["none", "log", "log1p"] = "none"
+    time_unit: str = Field(default="days", description="unit of `time` and `horizons`, as the report and "
+                           "the service print it (survival)")
+    transform: Literal["none", "log", "log1p"] = Field(
+        default="none", description="fit a continuous label on this scale; predictions are reported back "
+        "on the original scale (regression)")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
