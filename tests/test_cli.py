@@ -360,3 +360,13 @@ def test_stream_refuses_what_it_cannot_read(tmp_path, case, needle):
         assert res.exit_code == 2, res.output
         assert needle in res.output
         assert "Traceback" not in res.output
+
+
+def test_demo_report_explains_the_selection_behind_each_shipped_model(demo_out):
+    """Issue 16: which candidates, which weights, why not the bar, per shipped model."""
+    page = (demo_out / "report.html").read_text()
+    payload = json.loads((demo_out / "results.json").read_text())
+    targets = {r["target"] for r in payload["results"]}
+    assert page.count("the selection behind the shipped model") == len(targets)
+    assert "The bar:" in page and "gain vs bar" in page
+    assert ("The bar was kept." in page) or ("Why not the bar:" in page)

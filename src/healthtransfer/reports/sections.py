@@ -78,16 +78,34 @@ def selection_section(result, summary: list[dict]) -> Section:
         "<p>For every target, seed and label budget, one candidate is chosen <b>without the target's test "
         "labels</b>: with labelled target rows by cross-validation on them (<code>target_cv</code>); with none by "
         "importance-weighted validation and deep embedded validation on held-out source rows (<code>iwcv+dev</code>); "
-        "reverse validation and prediction entropy are reported as heuristics only. A transfer method replaces the "
-        "best baseline only if it beats it by more than one standard error of the paired difference: "
+        "reverse validation and prediction entropy are reported as heuristics only. <b>The bar</b> (the "
+        "recalibrated reference score where the study has one, otherwise the best baseline chosen without labels) "
+        "is a candidate of its own, and another candidate replaces it only when its paired gain on the same "
+        "validation rows clears the noise of that many comparisons and it is not worse on Brier: "
         "<b>not adapting is a valid answer</b>. The oracle is the candidate with the best mean test AUROC, "
         "shown as a reference only; it could not be chosen in practice.</p>"
         f"<p class=\"note\">Criteria used: {esc(crit)}.</p>"
         + table_html(tab, caption="Selected model vs the oracle-best candidate and the best baseline (paired over "
                      "seeds). * picked with test labels: a reference, not a choice a user could have made")
+        + _shipped_selection_explanations(result)
         + label_efficiency_plot(result.frame())
     )
     return Section("Model selection", body)
+
+
+def _shipped_selection_explanations(result) -> str:
+    """Per target, the selection behind the shipped model: every candidate against the bar, and
+    why the bar was kept or replaced (the selection's own record; nothing recomputed here)."""
+    from ..selection import explanation_html
+
+    parts = []
+    for target, final in (getattr(result, "finals", None) or {}).items():
+        sel = next((s for s in result.selections if s["target"] == target and s["seed"] == final.seed
+                    and s["n_labeled"] == final.n_labeled), None)
+        if sel and sel.get("explanation"):
+            parts.append(f"<h4>{esc(target)}: the selection behind the shipped model (seed {final.seed}, "
+                         f"n_t = {final.n_labeled})</h4>" + explanation_html(sel["explanation"]))
+    return "".join(parts)
 
 
 def calibration_section(result) -> Section:
