@@ -304,6 +304,8 @@ def test_every_registered_method_fits_the_whitelist():
     check_trusted_types(skops_names(sio.dumps(pre)), "preprocessor")
     X = pre.transform(f[FEATURES])
     for name, spec in available_methods().items():
+        if spec.outcome != "classification":  # survival / regression bundles hold a JSON model, not skops
+            continue
         est = spec.factory(random_state=0)
         if "max_epochs" in est.get_params():
             est.set_params(max_epochs=1)
