@@ -191,7 +191,8 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     from ..bundle._outcome import is_outcome_bundle, load_outcome_bundle
 
     # survival / regression bundles (issue 17) answer /v1/predict with risks or values
-    loader = load_outcome_bundle if is_outcome_bundle(bundle_dir) else load_bundle
+    outcome_bundle = is_outcome_bundle(bundle_dir)  # decided once; every branch below reads it
+    loader = load_outcome_bundle if outcome_bundle else load_bundle
     bundle = loader(bundle_dir, trust=trust, allow_unsigned=allow_unsigned)
     bundle_dir = Path(bundle_dir)
     store = KeyStore.load(api_keys_file) if api_keys_file is not None else None
@@ -206,7 +207,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
                          threshold=drift_threshold, min_count=drift_min_count)
     metrics = _Metrics()
     # compiled array path, or the full one with a logged reason (outcome bundles: their own JSON model)
-    predictor = Predictor(bundle, compile=not hasattr(bundle, "predict_outcome"))
+    predictor = Predictor(bundle, compile=not outcome_bundle)
     audit_commit = GroupCommit(audit.append)  # concurrent requests share one commit (fsync)
     specs = bundle.feature_specs
     ref = bundle.reference["features"]
@@ -326,7 +327,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
                 "unseen_category": unseen}
 
     def _predict(items: list[dict]):
-        if hasattr(bundle, "predict_outcome"):  # survival / regression bundle (issue 17)
+        if outcome_bundle:  # survival / regression bundle (issue 17)
             out = [{**o, "flags": _flags(rec)} for rec, o in zip(items, bundle.predict_outcome(bundle.frame(items)))]
             return items, [{**o, "flagged": any(o["flags"].values())} for o in out]
         proba = predictor.predict_proba(items)
@@ -461,7 +462,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
 
     # (class-probability bundles only: a RiskAssessment / card per horizon for survival and
     # regression bundles is not built yet, so those endpoints are absent rather than wrong)
-    if not hasattr(bundle, "predict_outcome"):
+    if not outcome_bundle:
         ctx = ServiceContext(bundle=bundle, require=require, serve=_serve, rid=_rid, drift=drift,
                              record_model=Record, preview_model=ExplainRequest,
                              predict_proba=predictor.predict_proba)
