@@ -36,6 +36,7 @@ import numpy as np
 from sklearn.covariance import ledoit_wolf
 from sklearn.preprocessing import StandardScaler
 
+from . import _memo
 from ._base import DomainSplit, TransferClassifier, proba_full
 from ._rows import _base, _combine, fit_weighted
 from ._skada import import_skada, skada_context, skada_domains
@@ -92,7 +93,8 @@ class _FeatureBase(TransferClassifier):
         return out if out is not None else np.empty((0, self.n_features_out_))
 
     def _fit(self, split):
-        self._fit_maps(split)
+        # the maps read no target label: the same for every budget and CV fold of a unit
+        _memo.stage(self, split, "maps", lambda: self._fit_maps(split))
         Zs = self._map_rows(split.Xs, split.ds)
         Ztl = self._map(split.Xtl, "target", -1) if len(split.ytl) else None
         X = Zs if Ztl is None else np.vstack([Zs, Ztl])
@@ -451,7 +453,7 @@ class OTMapping(_FeatureBase):
 
     def _fit(self, split):
         # map all sources together (the transport plan is joint), then train as usual
-        self._fit_maps(split)
+        _memo.stage(self, split, "maps", lambda: self._fit_maps(split))
         Zs = self._map(split.Xs, "source", 1)
         Ztl = self._map(split.Xtl, "target", -1) if len(split.ytl) else None
         X = Zs if Ztl is None else np.vstack([Zs, Ztl])

@@ -37,6 +37,7 @@ from ._label_shift_em import LabelShiftEM
 from ._rows import _base, _combine, fit_weighted
 from ._skada import import_skada, skada_context, skada_domains
 from ._spec import MethodSpec
+from . import _memo
 from .baselines import make_base_estimator
 
 __all__ = [
@@ -96,7 +97,9 @@ class _ReweightBase(TransferClassifier):
         if split.Xt.shape[0] == 0:
             w = np.ones(len(split.ys))
         else:
-            w = _clip_normalise(self._source_weights(split), self.clip_quantile, self.max_weight)
+            # the weights read no target label: the same for every budget and CV fold of a unit
+            w = _clip_normalise(_memo.stage(self, split, "weights", lambda: self._source_weights(split)), self.clip_quantile,
+                                self.max_weight)
         self.weights_ = w
         self.effective_sample_size_ = effective_sample_size(w)
         self.ess_fraction_ = self.effective_sample_size_ / max(len(w), 1)

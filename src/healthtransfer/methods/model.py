@@ -37,6 +37,7 @@ from functools import partial
 import numpy as np
 from scipy.special import log_softmax
 
+from . import _memo
 from ._base import DomainSplit, TransferClassifier, proba_full
 from ._boosting import boosted_raw, newton_boost
 from ._linear import (
@@ -161,6 +162,24 @@ class ContinuedBoosting(TransferClassifier):
         return F[:, 1:] - F[:, :1] if K == 2 else F
 
     def _fit(self, split):
+        # the source model reads no target label: the same for every budget and CV fold of a unit
+        _memo.stage(self, split, "source", lambda: self._fit_source(split))
+        K = split.n_classes
+        self.target_trees_ = []
+        n_source_iter = 1 if self.source_estimator_ is None else self.source_estimator_.n_iter_
+        self.n_iter_ = n_source_iter
+        n = split.Xtl.shape[0]
+        if n < 2 or self.n_target_iter <= 0:
+            return
+        X, y = split.Xtl, split.ytl
+        self.target_trees_ = newton_boost(
+            X, y, self._raw_source(X), K, _weights(split.wtl, n), n_iter=self.n_target_iter,
+            learning_rate=self.target_learning_rate, max_depth=self.target_max_depth,
+            min_samples_leaf=self.target_min_samples_leaf, random_state=self.random_state,
+        )
+        self.n_iter_ = n_source_iter + len(self.target_trees_)
+
+    def _fit_source(self, split):
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         K = split.n_classes
@@ -179,19 +198,6 @@ class ContinuedBoosting(TransferClassifier):
             prior = np.bincount(split.ys, minlength=K) + 1.0
             self._source_const_ = np.log(prior / prior.sum())
             self.source_estimator_ = None
-        self.target_trees_ = []
-        n_source_iter = 1 if self.source_estimator_ is None else self.source_estimator_.n_iter_
-        self.n_iter_ = n_source_iter
-        n = split.Xtl.shape[0]
-        if n < 2 or self.n_target_iter <= 0:
-            return
-        X, y = split.Xtl, split.ytl
-        self.target_trees_ = newton_boost(
-            X, y, self._raw_source(X), K, _weights(split.wtl, n), n_iter=self.n_target_iter,
-            learning_rate=self.target_learning_rate, max_depth=self.target_max_depth,
-            min_samples_leaf=self.target_min_samples_leaf, random_state=self.random_state,
-        )
-        self.n_iter_ = n_source_iter + len(self.target_trees_)
 
     def _predict_proba(self, X, sample_domain):
         F = self._raw_source(X)
