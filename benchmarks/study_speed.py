@@ -218,6 +218,10 @@ def write(result: dict, out_dir: Path) -> None:
             lines.append(f"| `{w['label']}` | {w['wall_s']} | {w['cpu_s']} | {w['fit_sum_s']} | {bound:.0f} | "
                          f"{'yes' if w['wall_s'] <= GOAL_WALL_S else 'no'} | "
                          f"{'yes' if w['wall_s'] <= bound else 'no'} |")
+        if result.get("plan"):
+            pl = result["plan"]
+            lines += ["", f"`run --dry-run` predicted {pl['estimated_wall_seconds']:.0f} s wall ({pl['fits']} fits + "
+                      f"{pl['selection_refits']} selection refits, priced on samples of the data)."]
         if result.get("records_identical") is not None:
             lines += ["", "Records of the trees (every metric, interval, choice; fit times aside): "
                       + ("**identical**." if result["records_identical"] else "**differ**: " + result["differences"])]
@@ -257,6 +261,12 @@ def main(argv=None) -> None:
         tmp = Path(tmp)
         if not args.quick:
             study = write_study(tmp / "study", args.seeds)
+            from healthtransfer.study import load_study
+            from healthtransfer.study._plan import plan_study
+
+            plan = plan_study(load_study(study), n_jobs=args.jobs)  # what `run --dry-run` predicts
+            result["plan"] = {k: plan[k] for k in ("units", "fits", "selection_refits", "estimated_fit_seconds",
+                                                   "estimated_selection_seconds", "estimated_wall_seconds")}
             trees = [str(ROOT / "src")] + [str(Path(t).resolve()) for t in args.tree]
             result["wall"] = []
             for i, tree in enumerate(trees):

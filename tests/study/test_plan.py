@@ -58,3 +58,34 @@ def test_progress_prints_lines_with_time_left_when_not_a_terminal(capsys):
     assert lines[-1].startswith("plan: ") and "left" in lines[-1] and "elapsed" in lines[-1]
     done = [int(line.split(" done, ")[0].split()[-1].split("/")[0]) for line in lines]
     assert done == sorted(done) and done[-1] == int(lines[-1].split(" done, ")[0].split("/")[-1])
+
+
+def test_plan_counts_the_selection_refits_the_run_makes(monkeypatch):
+    import healthtransfer.selection as selection
+    from healthtransfer.methods._base import TransferClassifier
+
+    study = _study(labeled_target=[0, 40], seeds=1, methods=["source_lr", "target_lr", "coral_lr"])
+    plan = plan_study(study)
+    # n_t = 0: 3 source folds for each label-free-capable method; n_t = 40: 5 folds x 3 repeats
+    # for the two that read target labels, one fit for source_lr
+    assert plan["selection_refits_by_method"] == {"source_lr": 3 + 1, "target_lr": 15, "coral_lr": 3 + 15}
+    inside, refits = [False], []
+    select, fit = selection.select, TransferClassifier.fit
+
+    def counting_select(*a, **k):
+        inside[0] = True
+        try:
+            return select(*a, **k)
+        finally:
+            inside[0] = False
+
+    def counting_fit(self, *a, **k):
+        if inside[0]:
+            refits.append(type(self).__name__)
+        return fit(self, *a, **k)
+
+    monkeypatch.setattr(selection, "select", counting_select)
+    monkeypatch.setattr(TransferClassifier, "fit", counting_fit)
+    run_study(study, progress=False)
+    assert len(refits) == plan["selection_refits"]
+    assert "refits" in format_plan(plan)

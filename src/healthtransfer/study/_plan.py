@@ -3,8 +3,10 @@
 The plan counts the units ((target, seed) pairs), the label budgets and the method fits, and
 estimates each method's fit time by timing it on the study's own rows at two sample sizes and
 extrapolating to the full training size (the measured growth exponent, so a kernel method that
-grows with n^2 or n^3 is not priced like logistic regression). Only method fits are priced:
-selection, bootstrap intervals, diagnostics and the report come on top.
+grows with n^2 or n^3 is not priced like logistic regression). The selection's refits are
+counted and priced too (they are most of a study's CPU: each candidate is refitted once per
+target cross-validation fold and repeat, or per source fold without labels); bootstrap
+intervals, diagnostics and the report come on top and are small beside them.
 
 Example
 -------
@@ -47,6 +49,8 @@ def plan_study(study: Study, *, methods: list[str] | None = None, data_dir=None,
     n_src = int(dom.isin(tr.sources).sum())
     targets = []
     fits_by_method: dict[str, int] = {}
+    refits_by_method: dict[str, int] = {}
+    sel = study.selection
     for t in targets_of(study):
         n_t_rows = int((dom == t).sum())
         n_train = n_src + int(round(n_t_rows * (1 - tr.test_fraction)))
@@ -57,12 +61,16 @@ def plan_study(study: Study, *, methods: list[str] | None = None, data_dir=None,
             per_budget[b] = run
             for m in run:
                 fits_by_method[m] = fits_by_method.get(m, 0) + tr.seeds
+                if sel.enabled:
+                    refits_by_method[m] = refits_by_method.get(m, 0) + tr.seeds * _selection_refits(
+                        get_method(m), b, sel)
         targets.append({"target": t, "rows": n_t_rows, "train_rows": n_train, "budgets": per_budget,
                         "swapped": {m: r for m, r in resolved.items() if r != m}})
     plan: dict[str, Any] = {
         "study": study.study.name, "targets": targets, "seeds": tr.seeds, "budgets": list(tr.labeled_target),
         "units": len(targets) * tr.seeds, "methods": names, "fits": sum(fits_by_method.values()),
-        "fits_by_method": fits_by_method, "n_jobs": n_jobs, "per_fit_seconds": {}, "estimated_fit_seconds": None,
+        "fits_by_method": fits_by_method, "selection_refits": sum(refits_by_method.values()),
+        "selection_refits_by_method": refits_by_method, "n_jobs": n_jobs, "per_fit_seconds": {}, "estimated_fit_seconds": None,
         "estimated_wall_seconds": None, "expensive": [],
     }
     if not time_fits or not targets:
@@ -80,8 +88,10 @@ def plan_study(study: Study, *, methods: list[str] | None = None, data_dir=None,
         for m in fits_by_method:
             plan["per_fit_seconds"][m] = _price(m, X, y, sd, full)
     fit_s = sum(plan["per_fit_seconds"][m] * k for m, k in fits_by_method.items())
+    refit_s = sum(plan["per_fit_seconds"][m] * k for m, k in refits_by_method.items())
     plan["estimated_fit_seconds"] = fit_s
-    plan["estimated_wall_seconds"] = fit_s / max(1, min(n_jobs, plan["units"]))
+    plan["estimated_selection_seconds"] = refit_s
+    plan["estimated_wall_seconds"] = (fit_s + refit_s) / max(1, min(n_jobs, plan["units"]))
     med = float(np.median(list(plan["per_fit_seconds"].values())))
     plan["expensive"] = sorted((m for m, s in plan["per_fit_seconds"].items() if med > 0 and s > EXPENSIVE * med),
                                key=lambda m: -plan["per_fit_seconds"][m])
@@ -94,6 +104,17 @@ def _runs(spec, budget: int, n_classes: int, reference) -> bool:
     if n_classes > 2 and not spec.multiclass:
         return False
     return not (spec.uses_reference and not reference)
+
+
+def _selection_refits(spec, budget: int, sel) -> int:
+    """Refits the selection makes of one candidate at one budget of one unit (an upper bound:
+    with fewer labelled rows of a class than folds, fewer folds run; see selection.select)."""
+    if budget == 0:
+        return 0 if spec.needs_labels else int(sel.folds_source)
+    if spec.uses_target not in ("labelled", "both"):
+        return 1  # never reads a target label: one fit serves every fold
+    repeats = int(np.clip(np.ceil(100 / budget), 1, 3))
+    return int(sel.folds_target) * repeats
 
 
 def _price(name: str, X, y, sd, n_full: int) -> float:
@@ -116,8 +137,10 @@ def _price(name: str, X, y, sd, n_full: int) -> float:
     (n1, t1), (n2, t2) = times[0], times[-1]
     if n2 <= n1 or t1 <= 0 or t2 <= 0:
         return t2 * n_full / max(n2, 1)
-    # growth exponent between the two sizes, kept between linear and cubic (timer noise)
-    b = min(3.0, max(1.0, math.log(t2 / t1) / math.log(n2 / n1)))
+    # growth exponent between the two sizes, kept between constant and cubic (timer noise);
+    # not floored at linear: boosting's fixed number of rounds costs nearly the same at 450 and
+    # 2,500 rows, and a linear floor priced it 4x too high
+    b = min(3.0, max(0.0, math.log(t2 / t1) / math.log(n2 / n1)))
     return t2 * (n_full / n2) ** b
 
 
@@ -132,14 +155,16 @@ def format_plan(plan: dict[str, Any]) -> str:
         for m, r in t["swapped"].items():
             lines.append(f"    {m} runs as its scalable variant {r} at this size")
     if plan["estimated_fit_seconds"] is not None:
-        lines.append(f"estimated method-fit time: {_dur(plan['estimated_fit_seconds'])} CPU, about "
-                     f"{_dur(plan['estimated_wall_seconds'])} wall with {plan['n_jobs']} job(s)")
-        lines.append("  (fits only, timed on samples of this data; selection, intervals, diagnostics and the "
-                     "report come on top)")
+        lines.append(f"estimated CPU: {_dur(plan['estimated_fit_seconds'])} for the fits + "
+                     f"{_dur(plan['estimated_selection_seconds'])} for the selection's {plan['selection_refits']} "
+                     f"refits; about {_dur(plan['estimated_wall_seconds'])} wall with {plan['n_jobs']} job(s)")
+        lines.append("  (timed on samples of this data, so rough; a method's label-free stage is shared by")
+        lines.append("   its refits, which the estimate does not count; intervals and the report come on top)")
         for m in plan["expensive"]:
             s = plan["per_fit_seconds"][m]
-            lines.append(f"  {m}: about {_dur(s)} per fit, {plan['fits_by_method'][m]} fits = "
-                         f"{_dur(s * plan['fits_by_method'][m])}; more than {EXPENSIVE:.0f}x the median method")
+            k = plan["fits_by_method"][m] + plan["selection_refits_by_method"].get(m, 0)
+            lines.append(f"  {m}: about {_dur(s)} per fit, {k} fits with the selection's = "
+                         f"{_dur(s * k)}; more than {EXPENSIVE:.0f}x the median method")
     return "\n".join(lines)
 
 
