@@ -54,3 +54,20 @@ def test_memo_is_bounded(domains, monkeypatch):
     for seed in range(4):
         _fit("coral_lr", domains, domains.masked_y(10), seed=seed)
     assert len(_memo._CACHE) == 2
+
+
+def test_memo_bounds_the_rows_it_holds(domains, monkeypatch):
+    d = domains
+    per_entry = d.X.nbytes  # about: Xs + Xt, plus the label and domain vectors
+    monkeypatch.setattr(_memo, "MAX_TOTAL_BYTES", int(2.5 * per_entry))
+    _memo.clear()
+    for seed in range(4):
+        _fit("coral_lr", d, d.masked_y(10), seed=seed)
+    assert len(_memo._CACHE) == 2
+
+
+def test_large_inputs_are_not_memoised(domains, monkeypatch):
+    monkeypatch.setattr(_memo, "MAX_BYTES", 10)
+    _memo.clear()
+    _fit("coral_lr", domains, domains.masked_y(10))
+    assert len(_memo._CACHE) == 0

@@ -46,8 +46,10 @@ MAX_ENTRIES = 64
 # Above this many bytes of rows the fits dwarf the stage and the memo would hold large objects
 # (a TCA adapter keeps its rows): compute every time.
 MAX_BYTES = 64 * 2**20
+# The entries' input rows together (a proxy for what the entries hold): oldest out first.
+MAX_TOTAL_BYTES = 256 * 2**20
 
-_CACHE: "OrderedDict[str, tuple[Any, dict[str, Any]]]" = OrderedDict()
+_CACHE: "OrderedDict[str, tuple[Any, dict[str, Any], int]]" = OrderedDict()
 _LOCK = threading.Lock()
 
 
@@ -57,9 +59,10 @@ def clear() -> None:
         _CACHE.clear()
 
 
-def _key(est, split, name: str) -> str | None:
+def _key(est, split, name: str) -> tuple[str, int] | None:
     arrays = [split.Xs, split.ys, split.ds, split.Xt] + ([] if split.ws is None else [split.ws])
-    if sum(np.asarray(a).nbytes for a in arrays) > MAX_BYTES:
+    size = sum(np.asarray(a).nbytes for a in arrays)
+    if size > MAX_BYTES:
         return None
     params = {k: v for k, v in est.get_params(deep=False).items() if k != "estimator"}
     h = hashlib.blake2b(digest_size=20)
@@ -68,22 +71,23 @@ def _key(est, split, name: str) -> str | None:
         a = np.ascontiguousarray(a)
         h.update(f"|{a.dtype.str}{a.shape}".encode())
         h.update(a.tobytes())
-    return h.hexdigest()
+    return h.hexdigest(), size
 
 
 def stage(est, split, name: str, compute: Callable[[], Any]) -> Any:
     """``compute()`` (which sets attributes on ``est`` and may return a value), or its memoised
     result for the same class, stage ``name``, parameters and label-free inputs. ``compute`` must not read
     ``split.Xtl``, ``split.ytl`` or ``split.wtl`` (the labelled target rows): they are not keyed."""
-    key = _key(est, split, name)
-    if key is None:
+    keyed = _key(est, split, name)
+    if keyed is None:
         return compute()
+    key, size = keyed
     with _LOCK:
         hit = _CACHE.get(key)
         if hit is not None:
             _CACHE.move_to_end(key)
     if hit is not None:
-        value, attrs = hit
+        value, attrs, _ = hit
         vars(est).update(attrs)
         return value.copy() if isinstance(value, np.ndarray) else value
     before = dict(vars(est))
@@ -91,7 +95,7 @@ def stage(est, split, name: str, compute: Callable[[], Any]) -> Any:
     # the attributes the stage set (new, or rebound on a refit of the same estimator)
     attrs = {k: v for k, v in vars(est).items() if k not in before or before[k] is not v}
     with _LOCK:
-        _CACHE[key] = (value.copy() if isinstance(value, np.ndarray) else value, attrs)
-        while len(_CACHE) > MAX_ENTRIES:
+        _CACHE[key] = (value.copy() if isinstance(value, np.ndarray) else value, attrs, size)
+        while len(_CACHE) > MAX_ENTRIES or sum(e[2] for e in _CACHE.values()) > MAX_TOTAL_BYTES:
             _CACHE.popitem(last=False)
     return value
