@@ -226,17 +226,34 @@ def write(result: dict, out_dir: Path) -> None:
             lines += ["", "Records of the trees (every metric, interval, choice; fit times aside): "
                       + ("**identical**." if result["records_identical"] else "**differ**: " + result["differences"])]
         lines.append("")
-    p = result["profile"]
+    p, b = result["profile"], result.get("profile_before")
     lines += [f"## Where the CPU-seconds go ({p['seeds']} seeds, one process, one core)", "",
-              f"Total {p['cpu_s']} CPU s ({p['wall_s']} s wall).", "", "| stage | CPU s | share |", "|---|---|---|"]
-    for k, v in sorted(p["stages"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {k} | {v:.1f} | {v / max(p['cpu_s'], 1e-9):.0%} |")
-    lines += ["", "By method: fits and CPU seconds of the evaluated fits and of the selection's refits.", "",
-              "| method | evaluated fits | evaluated s | selection refits | selection s |", "|---|---|---|---|---|"]
+              f"Total {p['cpu_s']} CPU s ({p['wall_s']} s wall)"
+              + (f"; the tree before (`{b['tree']}`): {b['cpu_s']} CPU s." if b else "."), ""]
+    if b:
+        lines += ["| stage | CPU s | share | before: CPU s | before: share |", "|---|---|---|---|---|"]
+        for k, v in sorted(p["stages"].items(), key=lambda kv: -kv[1]):
+            w = b["stages"].get(k, 0.0)
+            lines.append(f"| {k} | {v:.1f} | {v / max(p['cpu_s'], 1e-9):.0%} | {w:.1f} | "
+                         f"{w / max(b['cpu_s'], 1e-9):.0%} |")
+    else:
+        lines += ["| stage | CPU s | share |", "|---|---|---|"]
+        for k, v in sorted(p["stages"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {k} | {v:.1f} | {v / max(p['cpu_s'], 1e-9):.0%} |")
+    lines += ["", "By method: fits and CPU seconds of the evaluated fits and of the selection's refits"
+              + (" (before: the same for the tree before)." if b else "."), "",
+              "| method | evaluated fits | evaluated s | selection refits | selection s |"
+              + (" before: evaluated s | before: selection s |" if b else ""),
+              "|---|---|---|---|---|" + ("---|---|" if b else "")]
     rows = sorted(p["by_method"].items(), key=lambda kv: -sum(v["cpu_s"] for v in kv[1].values()))
+    zero = dict(fits=0, cpu_s=0.0)
     for m, d in rows:
-        e, s = d.get("evaluated", dict(fits=0, cpu_s=0.0)), d.get("selection", dict(fits=0, cpu_s=0.0))
-        lines.append(f"| {m} | {e['fits']} | {e['cpu_s']:.2f} | {s['fits']} | {s['cpu_s']:.2f} |")
+        e, s = d.get("evaluated", zero), d.get("selection", zero)
+        line = f"| {m} | {e['fits']} | {e['cpu_s']:.2f} | {s['fits']} | {s['cpu_s']:.2f} |"
+        if b:
+            bd = b["by_method"].get(m, {})
+            line += f" {bd.get('evaluated', zero)['cpu_s']:.2f} | {bd.get('selection', zero)['cpu_s']:.2f} |"
+        lines.append(line)
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     (out_dir / "study_speed.md").write_text("\n".join(lines) + "\n")
@@ -250,6 +267,9 @@ def main(argv=None) -> None:
     ap.add_argument("--profile-seeds", type=int, default=2)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="profile only, 1 seed")
+    ap.add_argument("--profile-only", action="store_true", help="the profile phase only (no wall phase)")
+    ap.add_argument("--profile-tree", default=None,
+                    help="also profile this source tree (in a child process), shown beside this tree's profile")
     ap.add_argument("--out-dir", type=Path, default=None)
     ap.add_argument("--note", action="append", default=[])
     args = ap.parse_args(argv)
@@ -259,7 +279,13 @@ def main(argv=None) -> None:
                   load_start=round(os.getloadavg()[0], 2), notes=list(args.note))
     with tempfile.TemporaryDirectory(prefix="study_speed_") as tmp:
         tmp = Path(tmp)
-        if not args.quick:
+        if args.profile_tree:
+            env = dict(os.environ, PYTHONPATH=str(Path(args.profile_tree).resolve()))
+            subprocess.run([sys.executable, __file__, "--profile-only", "--profile-seeds", str(args.profile_seeds),
+                            "--out-dir", str(tmp / "profile_tree")], env=env, check=True)
+            before = json.loads((tmp / "profile_tree" / "study_speed.json").read_text())["profile"]
+            result["profile_before"] = dict(before, tree=args.profile_tree)
+        if not (args.quick or args.profile_only):
             study = write_study(tmp / "study", args.seeds)
             from healthtransfer.study import load_study
             from healthtransfer.study._plan import plan_study
