@@ -76,7 +76,10 @@ def config() -> BenchConfig:
             "folds) and the importance-weight cap made exact, "
             "`--phases ours skada --methods iw_domain_lr iw_domain_gbm kmm_lr kliep_lr --skada "
             "DiscriminatorReweight --merge` (so iw_domain_lr and skada's discriminator are timed side by side in "
-            "one pass) and `--phases selection --merge` again (the time in the line above is that last pass).",
+            "one pass) and `--phases selection --merge` again; finally, for issue 16's frozen rule (dda540d9de69), "
+            "`--phases selection --merge --n-jobs 1` for all 60 units at commit 9d43dfe (the selection code since "
+            "the freeze was only refactored, and the stage memo keeps records bit for bit; the time in the line "
+            "above is that last pass). Seeds 0-6 were the rule's tuning seeds: only seeds 7-19 are untouched by it.",
             "Baselines: source-only / target-only / pooled × {LR, HistGradientBoosting} (`*_gbm`).",
             "Switzerland has 8 negatives: seeds whose test half or labelled draw holds one class are skipped "
             "(see 'Seeds kept').",
