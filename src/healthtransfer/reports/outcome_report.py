@@ -204,29 +204,85 @@ def outcome_sections(result) -> list[Section]:
     return secs
 
 
+def _final_section(result) -> Section | None:
+    """The model each bundle ships, its own numbers on its held-out rows, and the deployment check."""
+    from ..study.outcome_final import DEPLOYMENT_TOLERANCE
+
+    if not result.finals:
+        return None
+    oc = result.outcome
+    keys = (["c_harrell", "c_uno", "ibs", *[f"oe_{h:g}" for h in oc.horizons]] if oc.kind == "survival"
+            else ["mae", "rmse", "r2"])
+    rows = []
+    for t, fm in result.finals.items():
+        chk = result.deployment.get(t, {})
+        rows.append({"target": t, "shipped": fm.method, "selection chose": fm.selected, "seed": fm.seed,
+                     "n_t": fm.n_labeled, **{k: fm.evaluation.get(k) for k in keys},
+                     "deployment check": ("passed" if chk.get("passed") else "FAILED") if chk else "—",
+                     "max |difference|": chk.get("max_abs_difference")})
+    notes = "".join(f"<p class='note'>{esc(t)}: {esc(fm.note)}.</p>" for t, fm in result.finals.items() if fm.note)
+    body = ("<p class='note'>Each target's bundle holds exactly this fitted object: the candidate as one seed of the "
+            "run fitted it (the first seed whose selection chose it at the largest budget), scored on that seed's "
+            "held-out target test rows. The deployment check loads the written bundle with the service's loader, "
+            "predicts the same rows (risk at every horizon and the risk score, or the prediction) and recomputes "
+            f"these metrics; both must agree within {DEPLOYMENT_TOLERANCE:g}.</p>"
+            + notes + table_html(pd.DataFrame(rows), index=False, digits=3))
+    return Section("Final model per target (what each bundle ships)", body)
+
+
 def write_outcome_outputs(result, out, *, bundle: bool = True) -> Path:
-    """Write ``report.html``, ``results.json`` (and ``bundle/`` with the recommended model)."""
+    """Write ``report.html``, ``results.json`` and ``bundle/<target>/`` (the final model of each
+    target), after checking each bundle reproduces its model (without ``bundle`` the bundles are
+    written to a temporary folder, checked and discarded). A failed check writes nothing."""
+    import tempfile
+
+    from ..errors import UserInputError
+    from ..study.outcome_final import finalise_outcome, outcome_deployment_check
+    from ..study.outputs import bundle_folder
+
     out = Path(out)
     oc = result.outcome
-    payload = {
-        "study": result.study.study.name,
-        "outcome": {"kind": oc.kind, "description": oc.describe(), "time": oc.time, "event": oc.event,
-                    "horizons": oc.horizons, "time_unit": oc.time_unit, "label": oc.label, "transform": oc.transform},
-        "summary": summary_table(result),
-        "records": result.records,
-        "selections": result.selections,
-        "skipped": result.skipped,
-        "seconds": result.seconds,
-    }
-    page = render(f"{result.study.study.name}: {oc.kind} study", outcome_sections(result),
-                  subtitle=oc.describe(), footer={"rows": len(result.dataset.frame), "seconds": f"{result.seconds:.1f}"})
-    with atomic_output_dir(out) as stage:
+    if not result.finals and result.selections and result.shipped:
+        finalise_outcome(result)
+    with atomic_output_dir(out) as stage, tempfile.TemporaryDirectory(prefix="ht-bundles-") as scratch:
+        from ..bundle._outcome import write_outcome_bundle
+
+        root = stage / "bundle" if bundle else Path(scratch)
+        result.deployment = {}
+        for t, fm in result.finals.items():
+            path = root / bundle_folder(t)
+            write_outcome_bundle(fm, result, path)
+            check = outcome_deployment_check(fm, path, result)
+            check["bundle_dir"] = f"bundle/{bundle_folder(t)}" if bundle else None
+            result.deployment[t] = check
+            if not check["passed"]:
+                raise UserInputError(
+                    f"the bundle written for target '{t}' does not reproduce its model on the same {check['n_rows']} "
+                    f"rows (largest difference {check['max_abs_difference']:.2e})", where="deployment check",
+                    fix=f"report this as a bug with the method name ('{fm.method}'); nothing was written")
+        payload = {
+            "study": result.study.study.name,
+            "outcome": {"kind": oc.kind, "description": oc.describe(), "time": oc.time, "event": oc.event,
+                        "horizons": oc.horizons, "time_unit": oc.time_unit, "label": oc.label,
+                        "transform": oc.transform},
+            "summary": summary_table(result),
+            "records": result.records,
+            "selections": result.selections,
+            "finals": {t: {"method": fm.method, "selected": fm.selected, "note": fm.note, "seed": fm.seed,
+                           "n_labeled": fm.n_labeled, "evaluation": fm.evaluation, "training": fm.training}
+                       for t, fm in result.finals.items()},
+            "deployment_check": result.deployment,
+            "skipped": result.skipped,
+            "seconds": result.seconds,
+        }
+        secs = outcome_sections(result)
+        fin = _final_section(result)
+        if fin is not None:
+            secs.append(fin)
+        page = render(f"{result.study.study.name}: {oc.kind} study", secs, subtitle=oc.describe(),
+                      footer={"rows": len(result.dataset.frame), "seconds": f"{result.seconds:.1f}"})
         (stage / "results.json").write_text(json.dumps(_clean(payload), default=_json, indent=1), encoding="utf-8")
         (stage / "report.html").write_text(page, encoding="utf-8")
-        if bundle and result.selections:
-            from ..bundle._outcome import write_outcome_bundle
-
-            write_outcome_bundle(result, stage / "bundle")
     return out / "report.html"
 
 
