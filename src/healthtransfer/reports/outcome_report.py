@@ -164,6 +164,26 @@ def _fmt_ci(v) -> str:
     return f"{v['mean']:.3f} ({lo:.3f}-{hi:.3f})"
 
 
+def _explanation_tables(result) -> str:
+    """Per target and budget, the first seed's decision as data: the bar, each challenger's
+    paired gain, its standard error, lower bound, secondary-loss difference and verdict."""
+    html = ""
+    seen = set()
+    for s in result.selections:
+        ex = s.get("explanation") or {}
+        key = (s["target"], s["n_labeled"])
+        if key in seen or not ex.get("candidates"):
+            continue
+        seen.add(key)
+        tab = pd.DataFrame(ex["candidates"]).rename(columns={
+            "score": f"{ex['criterion']} score", "gain": f"gain in {ex['primary']}", "lower": "gain - z se",
+            "loss_diff": f"{ex['secondary']} difference"})
+        html += table_html(tab, index=False, digits=4, caption=(
+            f"target {s['target']}, n_t = {s['n_labeled']}, seed {s['seed']}: bar {ex['bar']} ({ex['bar_kind']}); "
+            f"z = {ex['threshold_se']:.2f}; {ex['reason']}"))
+    return html
+
+
 def outcome_sections(result) -> list[Section]:
     oc = result.outcome
     st = result.study
@@ -195,10 +215,15 @@ def outcome_sections(result) -> list[Section]:
     if result.selections:
         sel = pd.DataFrame(result.selections)
         counts = sel.groupby(["target", "n_labeled", "criterion", "chosen"]).size().rename("seeds").reset_index()
-        body = ("<p class='note'>Chosen on the fit rows only: target cross-validation (Harrell's C / squared error) "
-                "when the labelled target rows suffice, otherwise importance-weighted cross-validation on the source "
-                "rows. A method replaces the best baseline only when it beats it by a bootstrap standard error.</p>"
-                + table_html(counts, index=False))
+        body = ("<p class='note'>Chosen on the fit rows only: target cross-validation when the labelled target "
+                "rows suffice, otherwise importance-weighted cross-validation on the source rows (label-free). The "
+                "bar is the model on the reference score when the study has one, else the best baseline chosen "
+                "without target labels. A challenger replaces it only when its paired gain in "
+                + ("Harrell's C" if oc.kind == "survival" else "MAE")
+                + " clears about 2 standard errors (Bonferroni over the challengers) and its "
+                + ("integrated Brier score" if oc.kind == "survival" else "squared error")
+                + " is not worse beyond one standard error.</p>"
+                + table_html(counts, index=False) + _explanation_tables(result))
         figs = "".join(_calibration_figure(result, t) for t in dict.fromkeys(sel["target"]))
         secs.append(Section("Selection and calibration", body + figs))
     return secs
