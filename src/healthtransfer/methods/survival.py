@@ -314,30 +314,86 @@ class _OnSource(_SurvivalBase):
         return self._full_form()
 
 
-class RecalibratedCox(_OnSource):
-    """Source Cox model recalibrated at the target: Cox on the source linear predictor alone
-    (its calibration slope) with the target's Breslow baseline survival. With fewer than
-    ``min_events`` target events only the source's baseline hazard is rescaled (slope 1,
-    observed / expected events); a slope estimated at or below 0 (the source ranking
-    reversed: noise at these sizes) is refused the same way."""
+class _ProportionalHazards:
+    """A fitted proportional-hazards model held as numbers, with the two methods the survival
+    base class reads: ``predict`` (X @ coef) and ``predict_survival_function`` on its own
+    ``unique_times_`` (S(t | x) = S0(t) ** exp(X @ coef))."""
 
-    def __init__(self, alpha=1.0, min_events=10, random_state=None):
-        self.alpha, self.min_events, self.random_state = alpha, min_events, random_state
+    def __init__(self, coef, times, baseline_survival):
+        self.coef_ = np.asarray(coef, float)
+        self.unique_times_ = np.asarray(times, float)
+        self.baseline_survival_ = np.asarray(baseline_survival, float)
 
-    def _target_features(self, X):
-        return self._source_lp(X)[:, None]
+    def predict(self, X):
+        return np.asarray(X, float) @ self.coef_
 
-    def _refit(self, X, y):
-        self.est_ = _cox(1e-4).fit(self._target_features(X), y)
-        self.slope_ = float(self.est_.coef_[0])
-        if self.slope_ <= 0:
+    def predict_survival_function(self, X, return_array=True):
+        return self.baseline_survival_[None, :] ** np.exp(self.predict(X))[:, None]
+
+
+class RecalibratedCox(_SurvivalBase):
+    """Source Cox model recalibrated at the target, shrunk toward the source by the number of
+    target events.
+
+    The full refit is the standard one (how a published score such as QRISK is moved to a new
+    population): the calibration slope ``b`` (Cox on the source linear predictor ``lp`` alone,
+    scikit-survival) and the target's Breslow cumulative baseline hazard ``H_t`` given ``b lp``.
+    With few events both are noise (4 events can flip the slope's sign; a Breslow curve from 4
+    events is flat after the last one), so each is pulled toward the source model with a prior
+    worth ``prior_events`` pseudo-events: with ``w = events / (events + prior_events)``,
+
+        slope = 1 + w (b - 1),    H0(t) = (1 - w) H_s(t) + w H_t(t),    H(t | x) = H0(t) exp(slope lp)
+
+    so 4 events move the source model a little (w = 0.29 with the default 10) and hundreds give
+    the full refit. A slope estimated below 0 (the source ranking reversed) counts as 0.
+    """
+
+    family = "model"
+    uses_target = "labelled"
+
+    def __init__(self, alpha=1.0, prior_events=10.0, random_state=None):
+        self.alpha, self.prior_events, self.random_state = alpha, prior_events, random_state
+
+    def _fit(self, X, y, d, src, lab_t):
+        from sksurv.linear_model.coxph import BreslowEstimator
+
+        if not self.prior_events >= 0:
+            raise ValueError(f"prior_events must be >= 0, got {self.prior_events!r}")
+        self.source_ = CoxSurvival(rows="source", alpha=self.alpha).fit(X, y, sample_domain=d)
+        s_est = self.source_.est_
+        n_events = int(y["event"][lab_t].sum())
+        self.n_events_ = n_events
+        self.weight_ = n_events / (n_events + self.prior_events) if n_events else 0.0
+        self.slope_fitted_ = 1.0
+        if n_events == 0:
             self.slope_ = 1.0
-            self._fit_scale(X, y)
+            self.est_ = _ProportionalHazards(s_est.coef_, s_est.unique_times_, s_est.baseline_survival_.y)
+            return
+        yt = self._clean(y[lab_t])
+        lp_t = X[lab_t] @ s_est.coef_
+        if n_events >= 2:
+            self.slope_fitted_ = max(float(_cox(1e-4).fit(lp_t[:, None], yt).coef_[0]), 0.0)
+        w = self.weight_
+        self.slope_ = 1.0 + w * (self.slope_fitted_ - 1.0)
+        target = BreslowEstimator().fit(self.slope_ * lp_t, yt["event"], yt["time"])
+        times = np.union1d(s_est.unique_times_, target.unique_times_)
+        H_s = -np.log(np.clip(_step(s_est.unique_times_, s_est.baseline_survival_.y, times, 1.0), 1e-300, 1.0))
+        H_t = _step(target.cum_baseline_hazard_.x, target.cum_baseline_hazard_.y, times, 0.0)
+        self.est_ = _ProportionalHazards(self.slope_ * s_est.coef_, times, np.exp(-((1 - w) * H_s + w * H_t)))
 
-    def _full_form(self) -> dict:
-        coef = self.source_.est_.coef_ * self.slope_
-        return {"coef": coef.tolist(), "times": self.est_.unique_times_.tolist(),
-                "baseline_survival": self.est_.baseline_survival_.y.tolist(), "map": None}
+    @property
+    def refit_(self) -> str:
+        return "none" if self.weight_ == 0 else "shrunk"
+
+    def linear_form(self) -> dict:
+        return {"coef": self.est_.coef_.tolist(), "times": self.est_.unique_times_.tolist(),
+                "baseline_survival": self.est_.baseline_survival_.tolist(), "map": None}
+
+
+def _step(x, y, at, before):
+    """A right-continuous step function (values ``y`` from each ``x`` on) at ``at``."""
+    i = np.searchsorted(np.asarray(x, float), np.asarray(at, float), side="right") - 1
+    return np.where(i >= 0, np.asarray(y, float)[np.clip(i, 0, None)], before)
 
 
 class RevisedCox(_OnSource):
@@ -413,7 +469,8 @@ METHODS = [
     _spec("domain_std_cox", "feature", MappedCox, "both", "Per-domain standardised features, then penalised Cox.",
           mapping="domain_std"),
     _spec("recalibrated_cox", "model", RecalibratedCox, "labelled",
-          "Source Cox model with slope and baseline survival refitted at the target.", needs_labels=True),
+          "Source Cox model with slope and baseline survival refitted at the target, shrunk toward the source "
+          "by the number of target events.", needs_labels=True),
     _spec("revised_cox", "model", RevisedCox, "labelled",
           "Source linear predictor as a covariate plus a shrunken target refit (offset / fine-tune).",
           needs_labels=True),
