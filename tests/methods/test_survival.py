@@ -82,7 +82,7 @@ def test_importance_weights_follow_the_shift():
 
 def test_linear_forms_reproduce_the_predictions():
     X, y, d, fit, ym, test = _setup(200)
-    for name in ("source_cox", "pooled_cox", "recalibrated_cox", "revised_cox", "iw_cox"):
+    for name in ("source_cox", "pooled_cox", "recalibrated_cox", "revised_cox", "iw_cox", "stratified_cox"):
         m = make_method(name, random_state=0).fit(X[fit], ym[fit], sample_domain=d[fit])
         lf = m.linear_form()
         lp = X[test] @ np.asarray(lf["coef"])
@@ -149,3 +149,24 @@ def test_recalibration_with_many_events_approaches_the_full_refit():
     assert shrunk.n_events_ > 50 and shrunk.weight_ > 0.85
     assert np.abs(risk["s"] - risk["f"]).mean() < 0.25 * np.abs(risk["src"] - risk["f"]).mean()
     assert abs(shrunk.slope_ - full.slope_) < 0.1 * abs(1 - full.slope_) + 0.02
+
+def test_stratified_cox_has_a_baseline_per_site_and_matches_lifelines():
+    import pandas as pd
+
+    X, y, d, fit, ym, test = _setup(200)
+    d = d.copy()
+    d[(d > 0) & (X[:, 2] > 0)] = 2  # two source sites
+    m = make_method("stratified_cox").fit(X[fit], ym[fit], sample_domain=d[fit])
+    assert m.strata_ == [0, 1, 2] and m.baseline_from_ == "target"
+    # the target's curves are lifelines' own for the target stratum (at its event times: between
+    # them lifelines interpolates, we keep the step function)
+    rows = pd.DataFrame(X[test], columns=[f"x{i}" for i in range(X.shape[1])]).assign(_site=0)
+    times = m.est_.unique_times_[::25]
+    want = m.lifelines_.predict_survival_function(rows, times=times).to_numpy().T
+    assert np.allclose(m.predict_survival(X[test], times), want, atol=1e-8)
+    # a separate baseline per site: the strata's curves differ
+    H = m.lifelines_.baseline_cumulative_hazard_
+    assert not np.allclose(H[1].to_numpy(), H[2].to_numpy())
+    # with a handful of target events the target is predicted with the source strata's baselines
+    few = make_method("stratified_cox").fit(X[fit], _setup(6)[4][fit], sample_domain=d[fit])
+    assert few.baseline_from_ == "sources"

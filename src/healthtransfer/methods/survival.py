@@ -9,7 +9,8 @@ rows carry ``time = NaN``. ``predict(X)`` returns a risk score (higher = earlier
 Methods (the partial likelihood, its penalties and Breslow's baseline are scikit-survival's):
 
 - baselines: penalised Cox (:class:`CoxSurvival`) and gradient-boosted Cox
-  (:class:`BoostedSurvival`) on source / target / pooled rows;
+  (:class:`BoostedSurvival`) on source / target / pooled rows, and the site-stratified Cox
+  model (:class:`StratifiedCox`, lifelines: a baseline hazard per site, shared coefficients);
 - instance: :class:`ImportanceWeightedCox`, domain-classifier importance weights (the same
   weights as ``iw_domain_lr``) in a weighted Cox fit by component-wise likelihood boosting;
 - feature: :class:`MappedCox`, CORAL or per-domain standardisation (the feature family's own
@@ -42,7 +43,7 @@ from ..data.outcomes import SURV_DTYPE, is_unlabelled_survival
 from ._spec import MethodSpec
 
 __all__ = [
-    "CoxSurvival", "BoostedSurvival", "ImportanceWeightedCox", "MappedCox", "RecalibratedCox", "RevisedCox",
+    "CoxSurvival", "StratifiedCox", "BoostedSurvival", "ImportanceWeightedCox", "MappedCox", "RecalibratedCox", "RevisedCox",
     "ReferenceCox", "METHODS", "make_survival_domains",
 ]
 
@@ -158,6 +159,56 @@ class CoxSurvival(_SurvivalBase):
         """What a pickle-free bundle needs: coefficients and the baseline survival."""
         return {"coef": self.est_.coef_.tolist(), "times": self.est_.unique_times_.tolist(),
                 "baseline_survival": self.est_.baseline_survival_.y.tolist(), "map": None}
+
+
+class StratifiedCox(_SurvivalBase):
+    """Site-stratified Cox model (lifelines): shared coefficients, a separate baseline hazard
+    per site (each source site and the target are strata), on source + labelled target rows.
+
+    The target's own baseline is used once its labelled rows hold ``min_events`` events;
+    before that (a Breslow curve from a handful of events is mostly noise) the target is
+    predicted with the source strata's cumulative baseline hazards averaged, weighted by their
+    rows. The fitted model is held as coefficients and a baseline survival at x = 0, so it
+    predicts, exports and bundles like every other Cox model here. Needs ``lifelines``
+    (``pip install 'healthtransfer[survival]'``).
+    """
+
+    def __init__(self, penalizer=0.01, min_events=5, random_state=None):
+        self.penalizer, self.min_events, self.random_state = penalizer, min_events, random_state
+
+    def _fit(self, X, y, d, src, lab_t):
+        import pandas as pd
+
+        try:
+            from lifelines import CoxPHFitter
+        except ImportError:  # pragma: no cover - the survival extra installs it
+            raise ImportError("stratified_cox needs lifelines: pip install 'healthtransfer[survival]'") from None
+        m = src | lab_t
+        yy = self._clean(y[m])
+        cols = [f"x{i}" for i in range(X.shape[1])]
+        frame = pd.DataFrame(X[m], columns=cols)
+        frame["_time"], frame["_event"] = yy["time"], yy["event"].astype(int)
+        strata = np.where(d[m] > 0, d[m], 0)  # every target row in one stratum, 0
+        frame["_site"] = strata
+        cph = CoxPHFitter(penalizer=self.penalizer).fit(frame, "_time", "_event", strata=["_site"])
+        coef = cph.params_.loc[cols].to_numpy(float)
+        # lifelines' baselines are at the mean covariates: move them to x = 0
+        H = cph.baseline_cumulative_hazard_ * float(np.exp(-cph._norm_mean.loc[cols].to_numpy(float) @ coef))
+        times = H.index.to_numpy(float)
+        n_events_t = int(y["event"][lab_t].sum())
+        self.strata_ = sorted(int(c) for c in H.columns)
+        if n_events_t >= self.min_events and 0 in H.columns:
+            H0, self.baseline_from_ = H[0].to_numpy(float), "target"
+        else:
+            rows = {int(k): int((strata == k).sum()) for k in self.strata_ if k != 0}
+            H0 = sum(H[k].to_numpy(float) * n for k, n in rows.items()) / sum(rows.values())
+            self.baseline_from_ = "sources"
+        self.lifelines_ = cph
+        self.est_ = _ProportionalHazards(coef, times, np.exp(-H0))
+
+    def linear_form(self) -> dict:
+        return {"coef": self.est_.coef_.tolist(), "times": self.est_.unique_times_.tolist(),
+                "baseline_survival": self.est_.baseline_survival_.tolist(), "map": None}
 
 
 class BoostedSurvival(_SurvivalBase):
@@ -457,6 +508,9 @@ METHODS = [
           needs_labels=True, rows="target"),
     _spec("pooled_cox", "baseline", CoxSurvival, "labelled", "Penalised Cox model on source + labelled target rows.",
           needs_labels=True, rows="pooled"),
+    _spec("stratified_cox", "baseline", StratifiedCox, "labelled",
+          "Site-stratified Cox model (lifelines): shared coefficients, a baseline hazard per site, on source + "
+          "labelled target rows.", needs_labels=True),
     _spec("source_gbsurv", "baseline", BoostedSurvival, "none", "Gradient-boosted Cox model on the source sites.",
           rows="source"),
     _spec("target_gbsurv", "baseline", BoostedSurvival, "labelled",
