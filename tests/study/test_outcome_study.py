@@ -80,14 +80,14 @@ def test_survival_methods_refuse_a_regression_study(tmp_path):
 def survival_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("surv")
     _survival_csv(tmp)
-    study = load_study(_study(tmp, BASE, ["source_cox", "pooled_cox", "recalibrated_cox", "coral_cox"]))
+    study = load_study(_study(tmp, BASE, ["source_cox", "pooled_cox", "recalibrated_cox", "coral_cox", "source_gbsurv"]))
     return tmp, run_study(study, progress=False, keep_predictions=True)
 
 
 def test_survival_study_records(survival_run):
     _, res = survival_run
     df = res.frame()
-    assert set(df["method"]) == {"source_cox", "pooled_cox", "recalibrated_cox", "coral_cox", "selected"}
+    assert set(df["method"]) == {"source_cox", "pooled_cox", "recalibrated_cox", "coral_cox", "source_gbsurv", "selected"}
     assert df["c_harrell"].between(0, 1).all() and df["ibs"].between(0, 0.5).all()
     assert {"auc_1", "auc_3", "oe_1", "oe_3"} <= set(df.columns)
     # label-free methods give the same model at every budget; pooled needs labels
@@ -198,12 +198,12 @@ def test_outcome_bundle_per_target_holds_the_reported_model(survival_run, tmp_pa
     assert "Final model per target" in (tmp_path / "out" / "report.html").read_text()
 
 
-def test_every_linear_candidate_bundle_reproduces_it_and_another_model_fails(survival_run, tmp_path):
-    """CORAL's map has an intercept: the bundle must still give the same risks; a bundle that
-    holds another candidate's numbers fails the deployment check."""
+def test_every_candidate_bundle_reproduces_it_and_another_model_fails(survival_run, tmp_path):
+    """CORAL's map has an intercept and boosted Cox is trees: each bundle must still give the
+    same risks; a bundle that holds another candidate's numbers fails the deployment check."""
     import copy
 
-    from healthtransfer.bundle._outcome import linear_export, write_outcome_bundle
+    from healthtransfer.bundle._outcome import export_model, write_outcome_bundle
     from healthtransfer.study.outcome_final import finalise_outcome, outcome_deployment_check
 
     _, res = survival_run
@@ -211,16 +211,17 @@ def test_every_linear_candidate_bundle_reproduces_it_and_another_model_fails(sur
     fm = finalise_outcome(res)["south"]
     unit = next(u for u in res.shipped if u["seed"] == fm.seed and u["n_labeled"] == fm.n_labeled)
     X = fm.features(res.dataset.frame.iloc[fm.eval_positions])
+    assert export_model(unit["models"]["source_gbsurv"], "survival", X)["form"] == "trees"
     for name, est in unit["models"].items():
         one = copy.copy(fm)
-        one.method, one.model, one.export = name, est, linear_export(est, "survival", X)
+        one.method, one.model, one.export = name, est, export_model(est, "survival", X)
         one.evaluation = {**unit["records"][name], "rows": fm.evaluation["rows"]}
         write_outcome_bundle(one, res, tmp_path / name)
         chk = outcome_deployment_check(one, tmp_path / name, res)
         assert chk["passed"], (name, chk)
     other = next(n for n in unit["models"] if n != fm.method)
     wrong = copy.copy(fm)
-    wrong.export = linear_export(unit["models"][other], "survival", X)
+    wrong.export = export_model(unit["models"][other], "survival", X)
     write_outcome_bundle(wrong, res, tmp_path / "wrong")
     chk = outcome_deployment_check(wrong, tmp_path / "wrong", res)
     assert not chk["passed"] and chk["max_abs_difference"] > 1e-6
@@ -239,3 +240,15 @@ def test_a_bundle_that_does_not_reproduce_its_model_writes_nothing(survival_run,
     with pytest.raises(UserInputError, match="does not reproduce"):
         write_outcome_outputs(res, tmp_path / "out")
     assert not (tmp_path / "out" / "report.html").exists() and not (tmp_path / "out" / "bundle").exists()
+
+
+def test_malformed_trees_are_refused():
+    from healthtransfer.bundle import BundleError
+    from healthtransfer.bundle._outcome import _check_trees
+
+    tree = {"left": [1, -1, -1], "right": [2, -1, -1], "feature": [0, -2, -2], "threshold": [0.0, 0, 0],
+            "value": [0.0, -1.0, 1.0]}
+    _check_trees({"trees": [tree], "learning_rate": 0.1}, 2, "t")
+    for bad in ({"left": [0, -1, -1]}, {"feature": [5, -2, -2]}, {"value": [0.0]}):
+        with pytest.raises(BundleError, match="malformed"):
+            _check_trees({"trees": [{**tree, **bad}], "learning_rate": 0.1}, 2, "t")

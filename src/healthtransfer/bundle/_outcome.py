@@ -2,7 +2,8 @@
 classification bundle (:mod:`._write`, :mod:`._load`), with the model as plain JSON.
 
 A shipped survival model is a proportional-hazards model on the preprocessed features:
-``S(t | x) = S0(t) ** exp(b . x)``; a shipped regression model is ``a + b . x`` (on the fitted
+``S(t | x) = S0(t) ** exp(b . x)``, or ``S0(t) ** exp(f(x))`` with ``f`` a sum of boosted
+regression trees held as node arrays; a shipped regression model is ``a + b . x`` (on the fitted
 scale, with a prediction interval from held-out target residuals). Both are read off the fitted
 estimator by probing it at 0 and at each unit vector, then checked to reproduce its
 predictions on the target rows (to 1e-6). The bundle holds one target's final model
@@ -37,7 +38,8 @@ from ._reference import build_reference
 from .._json import jsonable as _clean_json
 from ._write import _dump_json, _dump_skops, _input_features, _schema
 
-__all__ = ["write_outcome_bundle", "load_outcome_bundle", "OutcomeBundle", "linear_export", "is_outcome_bundle"]
+__all__ = ["write_outcome_bundle", "load_outcome_bundle", "OutcomeBundle", "linear_export", "tree_export",
+           "export_model", "is_outcome_bundle"]
 
 INTERVAL_LEVEL = 0.9
 
@@ -70,6 +72,88 @@ def linear_export(est, kind: str, X: np.ndarray, sample_domain=None) -> dict | N
     return out
 
 
+def tree_export(est, kind: str, X: np.ndarray) -> dict | None:
+    """A boosted Cox model (scikit-survival's ``GradientBoostingSurvivalAnalysis``, coxph loss) as
+    JSON numbers: every regression tree's nodes, the learning rate and the Breslow baseline
+    survival; None for anything else or if the numbers do not reproduce it on ``X`` (1e-12)."""
+    inner = getattr(est, "est_", None)
+    if kind != "survival" or type(inner).__name__ != "GradientBoostingSurvivalAnalysis" \
+            or getattr(inner, "init_", None) != "zero" or getattr(inner, "dropout_rate", 0) or \
+            np.asarray(est._features(X[:2])).shape != X[:2].shape or not np.array_equal(est._features(X[:2]), X[:2]):
+        return None
+    trees = []
+    for stage in inner.estimators_[:, 0]:
+        t = stage.tree_
+        trees.append({"left": t.children_left.tolist(), "right": t.children_right.tolist(),
+                      "feature": t.feature.tolist(), "threshold": t.threshold.tolist(),
+                      "value": t.value[:, 0, 0].tolist()})
+    base = inner._get_baseline_model()
+    out = {"form": "trees", "intercept": 0.0, "coef": [], "n_features": int(X.shape[1]),
+           "learning_rate": float(inner.learning_rate), "trees": trees,
+           "times": base.unique_times_.tolist(), "baseline_survival": base.baseline_survival_.y.tolist()}
+    dom = -np.ones(len(X), int)
+    if not np.allclose(_tree_risk(out, X), est.predict(X, sample_domain=dom), rtol=0, atol=1e-12):
+        return None
+    times = np.asarray(out["times"])
+    S = np.asarray(out["baseline_survival"])[None, :] ** np.exp(_tree_risk(out, X[:50]))[:, None]
+    if not np.allclose(S, est.predict_survival(X[:50], times, sample_domain=dom[:50]), rtol=0, atol=1e-12):
+        return None
+    return out
+
+
+def export_model(est, kind: str, X: np.ndarray) -> dict | None:
+    """The model as JSON numbers: linear (:func:`linear_export`) or boosted trees
+    (:func:`tree_export`); None if it is neither."""
+    return linear_export(est, kind, X) or tree_export(est, kind, X)
+
+
+def _tree_risk(model: dict, X: np.ndarray) -> np.ndarray:
+    """Sum of the trees' leaf values times the learning rate, stage by stage in the order
+    scikit-learn adds them; splits compare float32 inputs as scikit-learn's trees do."""
+    Xf = np.asarray(X, float).astype(np.float32).astype(np.float64)
+    out = np.zeros(len(Xf))
+    lr = float(model["learning_rate"])
+    rows = np.arange(len(Xf))
+    for t in model["trees"]:
+        left, right = np.asarray(t["left"]), np.asarray(t["right"])
+        feat, thr, val = np.asarray(t["feature"]), np.asarray(t["threshold"], float), np.asarray(t["value"], float)
+        node = np.zeros(len(Xf), int)
+        while True:
+            inner = left[node] != -1
+            if not inner.any():
+                break
+            i = rows[inner]
+            n = node[inner]
+            go_left = Xf[i, feat[n]] <= thr[n]
+            node[inner] = np.where(go_left, left[n], right[n])
+        out += lr * val[node]
+    return out
+
+
+def _check_trees(model: dict, n_features: int, where: str) -> None:
+    """An untrusted tree model: every array the same length, children after their parent (so
+    every walk ends), features in range. Raises BundleError otherwise."""
+    trees = model.get("trees")
+    if not isinstance(trees, list) or not trees or len(trees) > 10_000:
+        raise BundleError("model.json holds no valid list of trees", where=where, fix="write the bundle again")
+    try:
+        for t in trees:
+            left, right = np.asarray(t["left"], int), np.asarray(t["right"], int)
+            feat = np.asarray(t["feature"], int)
+            n = len(left)
+            if not (0 < n <= 100_000 and len(right) == len(feat) == len(t["threshold"]) == len(t["value"]) == n):
+                raise ValueError
+            idx = np.arange(n)
+            leaf = left == -1
+            if not (np.all((right == -1) == leaf) and np.all(left[~leaf] > idx[~leaf]) and np.all(right[~leaf] > idx[~leaf])
+                    and np.all(left < n) and np.all(right < n) and np.all((feat[~leaf] >= 0) & (feat[~leaf] < n_features))):
+                raise ValueError
+            np.asarray(t["threshold"], float), np.asarray(t["value"], float)
+        float(model["learning_rate"])
+    except (ValueError, TypeError, KeyError):
+        raise BundleError("model.json's trees are malformed", where=where, fix="write the bundle again") from None
+
+
 @dataclass
 class OutcomeBundle(Bundle):
     """A loaded survival / regression bundle (``model`` is the JSON of :func:`linear_export`)."""
@@ -78,6 +162,8 @@ class OutcomeBundle(Bundle):
         """The linear predictor ``b0 + b . x`` (survival: the risk score; regression: the
         prediction on the fitted scale)."""
         X = self.transform(records)
+        if self.model.get("form") == "trees":
+            return _tree_risk(self.model, X)
         return float(self.model["intercept"]) + X @ np.asarray(self.model["coef"], float)
 
     _lp = risk_score
@@ -138,6 +224,8 @@ def load_outcome_bundle(path, *, trust=None, allow_unsigned: bool = False) -> Ou
     if not isinstance(model, dict) or model.get("kind") != manifest["outcome"]:
         raise BundleError("model.json does not describe the bundle's outcome", where=where,
                           fix="write the bundle again")
+    if model.get("form") == "trees":
+        _check_trees(model, int(model.get("n_features", 0)), where)
     try:
         card = files["model_card.md"].decode("utf-8")
     except UnicodeDecodeError:

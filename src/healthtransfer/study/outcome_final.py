@@ -9,9 +9,9 @@ the reported metrics.
 
 Which candidate: the one the selection chose most often at the largest budget, from the first
 seed that chose it. A bundle holds a model as JSON numbers, so only a model that is linear on
-the target rows (every Cox and ridge method, CORAL and domain standardisation included) can be
-shipped; when the selection's choice is not (boosted trees, or a model that reads a reference
-score), the next candidate in the selection's order *from the same seed* is shipped, and the
+the target rows (every Cox and ridge method, CORAL and domain standardisation included) or a
+boosted Cox model (its trees as node arrays) can be shipped; when the selection's choice is
+neither (boosted regression, or a model that reads a reference score), the next candidate in the selection's order *from the same seed* is shipped, and the
 report, card and ``training.json`` say so.
 
 Example
@@ -49,7 +49,7 @@ class FinalOutcomeModel:
     seed: int
     preprocessor: Any
     model: Any
-    export: dict             # the model as JSON numbers (bundle/_outcome.linear_export)
+    export: dict             # the model as JSON numbers (bundle/_outcome.export_model)
     eval_positions: np.ndarray
     grid: np.ndarray | None
     evaluation: dict         # metrics of this object on its held-out rows (the run's record of it)
@@ -101,7 +101,7 @@ def _training(result, unit, method) -> dict[str, Any]:
 
 def finalise_outcome(result) -> dict[str, FinalOutcomeModel]:
     """The final model of every target with a selection; stored on ``result.finals``."""
-    from ..bundle._outcome import linear_export
+    from ..bundle._outcome import export_model
     from .outcome import _targets, outcome_values, score_outcome
 
     oc, ds = result.outcome, result.dataset
@@ -122,7 +122,7 @@ def finalise_outcome(result) -> dict[str, FinalOutcomeModel]:
         for m in [m for m in order if m in unit["models"]]:
             if unit["uses_reference"].get(m):
                 continue  # reads the clinical score as an input: not in a JSON bundle's schema
-            export = linear_export(unit["models"][m], oc.kind, X)
+            export = export_model(unit["models"][m], oc.kind, X)
             if export is not None:
                 shipped = m
                 break
@@ -142,7 +142,7 @@ def finalise_outcome(result) -> dict[str, FinalOutcomeModel]:
                                              s["criterion"] for s in sels).most_common(1)[0][0]})
         if shipped != chosen:
             fm.note = (f"the selection chose `{chosen}` most often at n_t = {top}; it cannot be held by a JSON "
-                       f"bundle (not linear, or it reads the reference score), so `{shipped}` from the same seed "
+                       f"bundle (neither linear nor boosted Cox trees, or it reads the reference score), so `{shipped}` from the same seed "
                        "is shipped, and these are its own numbers")
         # evaluate exactly this object on its held-out rows; it must agree with the run's record
         y = outcome_values(oc, rows)
