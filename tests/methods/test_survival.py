@@ -160,7 +160,7 @@ def test_stratified_cox_has_a_baseline_per_site_and_matches_lifelines():
     assert m.strata_ == [0, 1, 2] and m.baseline_from_ == "target"
     # the target's curves are lifelines' own for the target stratum (at its event times: between
     # them lifelines interpolates, we keep the step function)
-    rows = pd.DataFrame(X[test], columns=[f"x{i}" for i in range(X.shape[1])]).assign(_site=0)
+    rows = pd.DataFrame(X[test][:, m.used_], columns=[f"x{i}" for i in m.used_]).assign(_site=0)
     times = m.est_.unique_times_[::25]
     want = m.lifelines_.predict_survival_function(rows, times=times).to_numpy().T
     assert np.allclose(m.predict_survival(X[test], times), want, atol=1e-8)
@@ -170,3 +170,7 @@ def test_stratified_cox_has_a_baseline_per_site_and_matches_lifelines():
     # with a handful of target events the target is predicted with the source strata's baselines
     few = make_method("stratified_cox").fit(X[fit], _setup(6)[4][fit], sample_domain=d[fit])
     assert few.baseline_from_ == "sources"
+    # a constant column (a category absent from the fitted rows) gets coefficient 0
+    Xc = np.column_stack([X, np.ones(len(X))])
+    const = make_method("stratified_cox").fit(Xc[fit], ym[fit], sample_domain=d[fit])
+    assert const.est_.coef_[-1] == 0 and np.allclose(const.predict(Xc[test]), m.predict(X[test]), atol=1e-6)

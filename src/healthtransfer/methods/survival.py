@@ -185,15 +185,20 @@ class StratifiedCox(_SurvivalBase):
             raise ImportError("stratified_cox needs lifelines: pip install 'healthtransfer[survival]'") from None
         m = src | lab_t
         yy = self._clean(y[m])
-        cols = [f"x{i}" for i in range(X.shape[1])]
-        frame = pd.DataFrame(X[m], columns=cols)
+        # a constant column (a category absent from these rows) has no coefficient to fit, and
+        # lifelines' scaling would divide by its zero spread
+        self.used_ = np.flatnonzero(np.ptp(X[m], axis=0) > 0)
+        cols = [f"x{i}" for i in self.used_]
+        frame = pd.DataFrame(X[m][:, self.used_], columns=cols)
         frame["_time"], frame["_event"] = yy["time"], yy["event"].astype(int)
         strata = np.where(d[m] > 0, d[m], 0)  # every target row in one stratum, 0
         frame["_site"] = strata
         cph = CoxPHFitter(penalizer=self.penalizer).fit(frame, "_time", "_event", strata=["_site"])
-        coef = cph.params_.loc[cols].to_numpy(float)
+        used_coef = cph.params_.loc[cols].to_numpy(float)
+        coef = np.zeros(X.shape[1])
+        coef[self.used_] = used_coef
         # lifelines' baselines are at the mean covariates: move them to x = 0
-        H = cph.baseline_cumulative_hazard_ * float(np.exp(-cph._norm_mean.loc[cols].to_numpy(float) @ coef))
+        H = cph.baseline_cumulative_hazard_ * float(np.exp(-cph._norm_mean.loc[cols].to_numpy(float) @ used_coef))
         times = H.index.to_numpy(float)
         n_events_t = int(y["event"][lab_t].sum())
         self.strata_ = sorted(int(c) for c in H.columns)
