@@ -339,12 +339,15 @@ class _OnSource(_SurvivalBase):
         self._refit(X[lab_t], yt)
 
     def _fit_scale(self, X, y):
-        """k = observed events / expected events (sum of each row's source cumulative hazard at
-        its own follow-up time): the maximum-likelihood hazard ratio of the target to the source
-        model, i.e. calibration in the large of the survival curves."""
+        """k = (observed + m) / (expected + m) events (expected: the sum of each row's source
+        cumulative hazard at its own follow-up time; m = ``prior_events`` pseudo-events at the
+        source's ratio of 1): the hazard ratio of the target to the source model, i.e.
+        calibration in the large of the survival curves, shrunk toward the source so that a
+        handful of events cannot swing it (the unshrunk ratio of 4 events doubled O/E on eICU)."""
         S = np.array([self.source_.predict_survival(X[i:i + 1], [y["time"][i]])[0, 0] for i in range(len(X))])
         expected = float(np.sum(-np.log(np.clip(S, 1e-12, 1.0))))
-        self.hazard_scale_ = float(y["event"].sum()) / expected if expected > 0 else 1.0
+        m = float(getattr(self, "prior_events", 0.0))
+        self.hazard_scale_ = (float(y["event"].sum()) + m) / (expected + m) if expected + m > 0 else 1.0
         self.est_, self.refit_ = self.source_.est_, "scale"
 
     def predict(self, X, sample_domain=None):
@@ -457,8 +460,9 @@ class RevisedCox(_OnSource):
     coefficient unpenalised and every other coefficient shrunk hard towards 0 (``shrinkage``),
     so the target moves the source model only as far as its labels justify."""
 
-    def __init__(self, alpha=1.0, shrinkage=50.0, min_events=10, random_state=None):
+    def __init__(self, alpha=1.0, shrinkage=50.0, min_events=10, prior_events=10.0, random_state=None):
         self.alpha, self.shrinkage, self.min_events, self.random_state = alpha, shrinkage, min_events, random_state
+        self.prior_events = prior_events
 
     def _target_features(self, X):
         return np.column_stack([self._source_lp(X), X])
