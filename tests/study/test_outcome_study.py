@@ -252,3 +252,28 @@ def test_malformed_trees_are_refused():
     for bad in ({"left": [0, -1, -1]}, {"feature": [5, -2, -2]}, {"value": [0.0]}):
         with pytest.raises(BundleError, match="malformed"):
             _check_trees({"trees": [{**tree, **bad}], "learning_rate": 0.1}, 2, "t")
+
+
+def test_a_survival_model_on_the_reference_score_ships_with_the_score_as_a_required_input(tmp_path):
+    from healthtransfer.bundle._outcome import load_outcome_bundle
+    from healthtransfer.reports.outcome_report import write_outcome_outputs
+
+    path = _survival_csv(tmp_path)
+    f = pd.read_csv(path)
+    lp = 0.8 * f["x0"] - 0.4 * np.maximum(f["x0"], 0) ** 2 + 0.5 * f["x1"]
+    f["risk"] = (1 / (1 + np.exp(-(lp - 1.0)))).round(4)  # an existing score that ranks well
+    f.to_csv(path, index=False)
+    study = load_study(_study(tmp_path, {**BASE, "reference_score": "risk"}, ["source_cox", "reference_cox"]))
+    res = run_study(study, progress=False)
+    assert [s["bar"] for s in res.selections] == ["reference_cox", "reference_cox"]
+    write_outcome_outputs(res, tmp_path / "out")
+    out = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert out["finals"]["south"]["method"] == "reference_cox" and out["deployment_check"]["south"]["passed"]
+    b = load_outcome_bundle(tmp_path / "out" / "bundle" / "south")
+    spec = b.feature_specs["risk"]
+    assert spec["required"] and spec["role"] == "reference_score"
+    rec = {"x0": 1.0, "x1": 0.0, "x2": 0.0, "x3": 0.0}
+    low, high = b.predict_outcome([{**rec, "risk": 0.05}, {**rec, "risk": 0.6}])
+    assert low["risk"]["3"] < high["risk"]["3"]
+    with pytest.raises(UserInputError, match="lack the reference score"):
+        b.predict_outcome([rec])

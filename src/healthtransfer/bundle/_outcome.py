@@ -266,6 +266,12 @@ def write_outcome_bundle(fm, result, out_dir) -> Path:
                      interval_halfwidth=_interval_halfwidth(fm, result))
     features = _input_features(pre)
     specs = _schema(result.dataset, features, pre)
+    if fm.reference_input is not None:  # the score the model reads: required, a probability
+        ref = fm.reference_input
+        specs[features.index(ref["name"])] = {
+            "name": ref["name"], "kind": "numeric", "unit": "probability", "range": [float(v) for v in ref["range"]],
+            "categories": None, "description": ref["meaning"], "required": True, "role": "reference_score",
+            "numeric_codes": True}
     ds = result.dataset
     dom = ds.frame[ds.domain].astype(str)
     train_rows = ds.frame[dom.isin(result.study.transfer.sources) | (dom == target)]

@@ -196,11 +196,12 @@ class _Cand:
 def _ref_column(outcome, values):
     """The reference score as a method sees it: logit of a risk (survival), the prediction on
     the fitted scale (regression)."""
+    from ..evaluation.calibration import logit
+
     v = np.asarray(values, float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        if outcome.kind == "survival":
-            p = np.clip(v, 1e-4, 1 - 1e-4)
-            out = np.log(p / (1 - p))
+        if outcome.kind == "survival":  # the same logit a bundle's ReferenceScoreInput applies
+            out = logit(v)
         else:
             out = outcome.forward(np.where(v > 0, v, np.nan)) if outcome.transform != "none" else v
     return np.where(np.isnan(v), np.nan, out)

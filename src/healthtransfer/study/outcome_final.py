@@ -10,8 +10,10 @@ the reported metrics.
 Which candidate: the one the selection chose most often at the largest budget, from the first
 seed that chose it. A bundle holds a model as JSON numbers, so only a model that is linear on
 the target rows (every Cox and ridge method, CORAL and domain standardisation included) or a
-boosted Cox model (its trees as node arrays) can be shipped; when the selection's choice is
-neither (boosted regression, or a model that reads a reference score), the next candidate in the selection's order *from the same seed* is shipped, and the
+boosted Cox model (its trees as node arrays) can be shipped; a survival model on the reference
+score ships with the score as a required input (``logit(score)``, as classification bundles
+do). When the selection's choice is none of these (boosted regression, a regression model on a
+reference score), the next candidate in the selection's order *from the same seed* is shipped, and the
 report, card and ``training.json`` say so.
 
 Example
@@ -56,9 +58,10 @@ class FinalOutcomeModel:
     training: dict[str, Any]
     note: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+    reference_input: dict | None = None  # {"name", "range", "meaning"} when the model reads a score
 
     def features(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.preprocessor.transform(frame[list(self.preprocessor.feature_names_in_)])
+        return np.asarray(self.preprocessor.transform(frame[list(self.preprocessor.feature_names_in_)]), float)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Risk score (survival) or prediction on the fitted scale (regression), in memory."""
@@ -102,6 +105,7 @@ def _training(result, unit, method) -> dict[str, Any]:
 def finalise_outcome(result) -> dict[str, FinalOutcomeModel]:
     """The final model of every target with a selection; stored on ``result.finals``."""
     from ..bundle._outcome import export_model
+    from ._shipped import ReferenceScoreInput
     from .outcome import _targets, outcome_values, score_outcome
 
     oc, ds = result.outcome, result.dataset
@@ -117,11 +121,20 @@ def finalise_outcome(result) -> dict[str, FinalOutcomeModel]:
             continue
         unit = units[0]
         rows = ds.frame.iloc[unit["eval_pos"]]
-        X = unit["preprocessor"].transform(rows[ds.features])
-        shipped = export = None
+        shipped = export = ref_input = None
+        pre = unit["preprocessor"]
         for m in [m for m in order if m in unit["models"]]:
+            pre, ref_input = unit["preprocessor"], None
             if unit["uses_reference"].get(m):
-                continue  # reads the clinical score as an input: not in a JSON bundle's schema
+                if oc.kind != "survival" or not ds.reference_score:
+                    continue  # a continuous reference score is not on a logit scale: not shipped
+                # the model reads logit(score) as its last column: the classification bundles'
+                # ReferenceScoreInput gives exactly that, and refuses a record without the score
+                pre = ReferenceScoreInput(unit["preprocessor"], ds.reference_score)
+                ref_input = {"name": ds.reference_score, "range": [0.0, 1.0],
+                             "meaning": f"the existing clinical score '{ds.reference_score}' as a predicted "
+                                        "probability (from 0 to 1); required: this model is built on it"}
+            X = pre.transform(rows[list(pre.feature_names_in_)])
             export = export_model(unit["models"][m], oc.kind, X)
             if export is not None:
                 shipped = m
@@ -134,7 +147,7 @@ def finalise_outcome(result) -> dict[str, FinalOutcomeModel]:
                                  fix="add a Cox / ridge method, e.g. source_cox or pooled_ridge")
         est = unit["models"][shipped]
         fm = FinalOutcomeModel(target=target, method=shipped, selected=chosen, n_labeled=top, seed=unit["seed"],
-                               preprocessor=unit["preprocessor"], model=est, export=export,
+                               preprocessor=pre, model=est, export=export, reference_input=ref_input,
                                eval_positions=np.asarray(unit["eval_pos"]), grid=unit["grid"], evaluation={},
                                training=_training(result, unit, shipped),
                                evidence={"choices": dict(collections.Counter(s["chosen"] for s in sels)),
@@ -142,7 +155,7 @@ def finalise_outcome(result) -> dict[str, FinalOutcomeModel]:
                                              s["criterion"] for s in sels).most_common(1)[0][0]})
         if shipped != chosen:
             fm.note = (f"the selection chose `{chosen}` most often at n_t = {top}; it cannot be held by a JSON "
-                       f"bundle (neither linear nor boosted Cox trees, or it reads the reference score), so `{shipped}` from the same seed "
+                       f"bundle (neither linear nor boosted Cox trees, or a regression model on the reference score), so `{shipped}` from the same seed "
                        "is shipped, and these are its own numbers")
         # evaluate exactly this object on its held-out rows; it must agree with the run's record
         y = outcome_values(oc, rows)
