@@ -105,7 +105,8 @@ def summarise(path: Path) -> dict:
 def goal_lines(g: pd.DataFrame, name: str) -> list[str]:
     """Goal (1): selected vs the best baseline per budget; goal (2): recalibration's O/E."""
     lines = []
-    base = g[(g["family"] == "baseline") & ~g["method"].str.startswith("reference:")]
+    # the selected record carries its choice's family: it is not a baseline of its own
+    base = g[(g["family"] == "baseline") & ~g["method"].str.startswith("reference:") & (g["method"] != "selected")]
     for n, gn in g.groupby("n_labeled"):
         sel = gn[gn["method"] == "selected"]
         b = base[base["n_labeled"] == n].groupby("method")
