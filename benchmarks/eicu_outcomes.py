@@ -105,7 +105,8 @@ def summarise(path: Path) -> dict:
 def goal_lines(g: pd.DataFrame, name: str) -> list[str]:
     """Goal (1): selected vs the best baseline per budget; goal (2): recalibration's O/E."""
     lines = []
-    base = g[(g["family"] == "baseline") & ~g["method"].str.startswith("reference:")]
+    # the selected record carries its choice's family: it is not a baseline of its own
+    base = g[(g["family"] == "baseline") & ~g["method"].str.startswith("reference:") & (g["method"] != "selected")]
     for n, gn in g.groupby("n_labeled"):
         sel = gn[gn["method"] == "selected"]
         b = base[base["n_labeled"] == n].groupby("method")
@@ -115,9 +116,11 @@ def goal_lines(g: pd.DataFrame, name: str) -> list[str]:
             means = b[["c_harrell", "ibs"]].mean()
             bc, bi = means["c_harrell"].max(), means["ibs"].min()
             sc, si = sel["c_harrell"].mean(), sel["ibs"].mean()
+            so7 = sel["oe_7"].mean() if "oe_7" in sel else float("nan")
             lines.append(f"- n_t={n}: selected C {sc:.3f} vs best baseline {bc:.3f} "
                          f"({'met' if sc >= bc else 'NOT met'}); IBS {si:.3f} vs {bi:.3f} "
-                         f"({'met' if si <= bi else 'NOT met'})")
+                         f"({'met' if si <= bi else 'NOT met'}); selected O/E at 7 d {so7:.2f}"
+                         + (f"; chosen {dict(sel['chosen'].value_counts())}" if "chosen" in sel else ""))
             if n > 0:
                 for h in ("7", "14"):
                     so = gn.loc[gn["method"] == "source_cox", f"oe_{h}"].mean()

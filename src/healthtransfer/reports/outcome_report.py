@@ -164,6 +164,26 @@ def _fmt_ci(v) -> str:
     return f"{v['mean']:.3f} ({lo:.3f}-{hi:.3f})"
 
 
+def _explanation_tables(result) -> str:
+    """Per target and budget, the first seed's decision as data: the bar, each challenger's
+    paired gain, its standard error, lower bound, secondary-loss difference and verdict."""
+    html = ""
+    seen = set()
+    for s in result.selections:
+        ex = s.get("explanation") or {}
+        key = (s["target"], s["n_labeled"])
+        if key in seen or not ex.get("candidates"):
+            continue
+        seen.add(key)
+        tab = pd.DataFrame(ex["candidates"]).rename(columns={
+            "score": f"{ex['criterion']} score", "gain": f"gain in {ex['primary']}", "lower": "gain - z se",
+            "loss_diff": f"{ex['secondary']} difference"})
+        html += table_html(tab, index=False, digits=4, caption=(
+            f"target {s['target']}, n_t = {s['n_labeled']}, seed {s['seed']}: bar {ex['bar']} ({ex['bar_kind']}); "
+            f"z = {ex['threshold_se']:.2f}; {ex['reason']}"))
+    return html
+
+
 def outcome_sections(result) -> list[Section]:
     oc = result.outcome
     st = result.study
@@ -195,38 +215,99 @@ def outcome_sections(result) -> list[Section]:
     if result.selections:
         sel = pd.DataFrame(result.selections)
         counts = sel.groupby(["target", "n_labeled", "criterion", "chosen"]).size().rename("seeds").reset_index()
-        body = ("<p class='note'>Chosen on the fit rows only: target cross-validation (Harrell's C / squared error) "
-                "when the labelled target rows suffice, otherwise importance-weighted cross-validation on the source "
-                "rows. A method replaces the best baseline only when it beats it by a bootstrap standard error.</p>"
-                + table_html(counts, index=False))
+        body = ("<p class='note'>Chosen on the fit rows only: target cross-validation when the labelled target "
+                "rows suffice, otherwise importance-weighted cross-validation on the source rows (label-free). The "
+                "bar is the model on the reference score when the study has one, else the best baseline chosen "
+                "without target labels. A challenger replaces it only when its paired gain in "
+                + ("Harrell's C" if oc.kind == "survival" else "MAE")
+                + " clears about 2 standard errors (Bonferroni over the challengers) and its "
+                + ("integrated Brier score" if oc.kind == "survival" else "squared error")
+                + " is not worse beyond one standard error.</p>"
+                + table_html(counts, index=False) + _explanation_tables(result))
         figs = "".join(_calibration_figure(result, t) for t in dict.fromkeys(sel["target"]))
         secs.append(Section("Selection and calibration", body + figs))
     return secs
 
 
+def _final_section(result) -> Section | None:
+    """The model each bundle ships, its own numbers on its held-out rows, and the deployment check."""
+    from ..study.outcome_final import DEPLOYMENT_TOLERANCE
+
+    if not result.finals:
+        return None
+    oc = result.outcome
+    keys = (["c_harrell", "c_uno", "ibs", *[f"oe_{h:g}" for h in oc.horizons]] if oc.kind == "survival"
+            else ["mae", "rmse", "r2"])
+    rows = []
+    for t, fm in result.finals.items():
+        chk = result.deployment.get(t, {})
+        rows.append({"target": t, "shipped": fm.method, "selection chose": fm.selected, "seed": fm.seed,
+                     "n_t": fm.n_labeled, **{k: fm.evaluation.get(k) for k in keys},
+                     "deployment check": ("passed" if chk.get("passed") else "FAILED") if chk else "—",
+                     "max |difference|": chk.get("max_abs_difference")})
+    notes = "".join(f"<p class='note'>{esc(t)}: {esc(fm.note)}.</p>" for t, fm in result.finals.items() if fm.note)
+    body = ("<p class='note'>Each target's bundle holds exactly this fitted object: the candidate as one seed of the "
+            "run fitted it (the first seed whose selection chose it at the largest budget), scored on that seed's "
+            "held-out target test rows. The deployment check loads the written bundle with the service's loader, "
+            "predicts the same rows (risk at every horizon and the risk score, or the prediction) and recomputes "
+            f"these metrics; both must agree within {DEPLOYMENT_TOLERANCE:g}.</p>"
+            + notes + table_html(pd.DataFrame(rows), index=False, digits=3))
+    return Section("Final model per target (what each bundle ships)", body)
+
+
 def write_outcome_outputs(result, out, *, bundle: bool = True) -> Path:
-    """Write ``report.html``, ``results.json`` (and ``bundle/`` with the recommended model)."""
+    """Write ``report.html``, ``results.json`` and ``bundle/<target>/`` (the final model of each
+    target), after checking each bundle reproduces its model (without ``bundle`` the bundles are
+    written to a temporary folder, checked and discarded). A failed check writes nothing."""
+    import tempfile
+
+    from ..errors import UserInputError
+    from ..study.outcome_final import finalise_outcome, outcome_deployment_check
+    from ..study.outputs import bundle_folder
+
     out = Path(out)
     oc = result.outcome
-    payload = {
-        "study": result.study.study.name,
-        "outcome": {"kind": oc.kind, "description": oc.describe(), "time": oc.time, "event": oc.event,
-                    "horizons": oc.horizons, "time_unit": oc.time_unit, "label": oc.label, "transform": oc.transform},
-        "summary": summary_table(result),
-        "records": result.records,
-        "selections": result.selections,
-        "skipped": result.skipped,
-        "seconds": result.seconds,
-    }
-    page = render(f"{result.study.study.name}: {oc.kind} study", outcome_sections(result),
-                  subtitle=oc.describe(), footer={"rows": len(result.dataset.frame), "seconds": f"{result.seconds:.1f}"})
-    with atomic_output_dir(out) as stage:
+    if not result.finals and result.selections and result.shipped:
+        finalise_outcome(result)
+    with atomic_output_dir(out) as stage, tempfile.TemporaryDirectory(prefix="ht-bundles-") as scratch:
+        from ..bundle._outcome import write_outcome_bundle
+
+        root = stage / "bundle" if bundle else Path(scratch)
+        result.deployment = {}
+        for t, fm in result.finals.items():
+            path = root / bundle_folder(t)
+            write_outcome_bundle(fm, result, path)
+            check = outcome_deployment_check(fm, path, result)
+            check["bundle_dir"] = f"bundle/{bundle_folder(t)}" if bundle else None
+            result.deployment[t] = check
+            if not check["passed"]:
+                raise UserInputError(
+                    f"the bundle written for target '{t}' does not reproduce its model on the same {check['n_rows']} "
+                    f"rows (largest difference {check['max_abs_difference']:.2e})", where="deployment check",
+                    fix=f"report this as a bug with the method name ('{fm.method}'); nothing was written")
+        payload = {
+            "study": result.study.study.name,
+            "outcome": {"kind": oc.kind, "description": oc.describe(), "time": oc.time, "event": oc.event,
+                        "horizons": oc.horizons, "time_unit": oc.time_unit, "label": oc.label,
+                        "transform": oc.transform},
+            "summary": summary_table(result),
+            "records": result.records,
+            "selections": result.selections,
+            "finals": {t: {"method": fm.method, "selected": fm.selected, "note": fm.note, "seed": fm.seed,
+                           "n_labeled": fm.n_labeled, "evaluation": fm.evaluation, "training": fm.training}
+                       for t, fm in result.finals.items()},
+            "deployment_check": result.deployment,
+            "skipped": result.skipped,
+            "seconds": result.seconds,
+        }
+        secs = outcome_sections(result)
+        fin = _final_section(result)
+        if fin is not None:
+            secs.append(fin)
+        page = render(f"{result.study.study.name}: {oc.kind} study", secs, subtitle=oc.describe(),
+                      footer={"rows": len(result.dataset.frame), "seconds": f"{result.seconds:.1f}"})
         (stage / "results.json").write_text(json.dumps(_clean(payload), default=_json, indent=1), encoding="utf-8")
         (stage / "report.html").write_text(page, encoding="utf-8")
-        if bundle and result.selections:
-            from ..bundle._outcome import write_outcome_bundle
-
-            write_outcome_bundle(result, stage / "bundle")
     return out / "report.html"
 
 

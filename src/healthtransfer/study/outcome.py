@@ -196,11 +196,12 @@ class _Cand:
 def _ref_column(outcome, values):
     """The reference score as a method sees it: logit of a risk (survival), the prediction on
     the fitted scale (regression)."""
+    from ..evaluation.calibration import logit
+
     v = np.asarray(values, float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        if outcome.kind == "survival":
-            p = np.clip(v, 1e-4, 1 - 1e-4)
-            out = np.log(p / (1 - p))
+        if outcome.kind == "survival":  # the same logit a bundle's ReferenceScoreInput applies
+            out = logit(v)
         else:
             out = outcome.forward(np.where(v > 0, v, np.nan)) if outcome.transform != "none" else v
     return np.where(np.isnan(v), np.nan, out)
@@ -211,11 +212,33 @@ def _grid(y_fit) -> np.ndarray:
     return np.unique(np.quantile(t, np.linspace(0, 0.99, 100)))
 
 
-def run_outcome_unit(ds: Dataset, outcome: Outcome, sources, target, seed, budgets, methods, test_fraction,
-                     sel=None, keep_predictions=False, on_step=None):
-    """One (target, seed) of a survival or regression study: records, skips, predictions, selections."""
+def score_outcome(outcome: Outcome, y, pred, curves, grid, seed) -> dict:
+    """The metrics of one model on held-out rows: the runner's records, the final model's
+    evaluation and the deployment check all come from this one function."""
+    if outcome.kind == "survival":
+        from ..evaluation.survival import survival_scores
+
+        return survival_scores(y, pred, curves, grid, outcome.horizons, n_boot=100, random_state=seed)
     from ..evaluation.regression import regression_scores
-    from ..evaluation.survival import survival_scores
+
+    return regression_scores(outcome.inverse(y), outcome.inverse(pred))
+
+
+def outcome_values(outcome: Outcome, frame: pd.DataFrame):
+    """The target as the methods see it: the (event, time) array, or the label on the fitted scale."""
+    if outcome.kind == "survival":
+        return survival_target(frame, time=outcome.time, event=outcome.event)
+    return outcome.forward(frame[outcome.label].to_numpy(float))
+
+
+def run_outcome_unit(ds: Dataset, outcome: Outcome, sources, target, seed, budgets, methods, test_fraction,
+                     sel=None, keep_predictions=False, on_step=None, shipped: list | None = None):
+    """One (target, seed) of a survival or regression study: records, skips, predictions, selections.
+
+    With ``shipped`` (a list), the unit appends what the final model needs at its largest budget:
+    every candidate's fitted estimator and record, the preprocessor and the positions (in
+    ``ds.frame``) of the held-out rows they were scored on (see :mod:`.outcome_final`)."""
+    from ..evaluation.regression import regression_scores
     from ..methods import get_method, make_method
     from ..selection._outcomes import select_outcome
 
@@ -227,17 +250,14 @@ def run_outcome_unit(ds: Dataset, outcome: Outcome, sources, target, seed, budge
     groups = tgt[ds.group].to_numpy() if ds.group and ds.group in tgt else None
     split = target_split(strat_t, seed=seed, test_fraction=test_fraction, groups=groups)
     pool, test = tgt.iloc[split.pool], tgt.iloc[split.test]
+    tgt_pos = np.flatnonzero((dom == target).to_numpy())
     pre = fit_preprocessor(ds.numeric, ds.categorical, pd.concat([src, pool])[ds.features])
     Xs, Xp, Xte = (pre.transform(p[ds.features]) for p in (src, pool, test))
     src_ids = {s: i + 1 for i, s in enumerate(sources)}
     sd = np.r_[dom[dom.isin(sources)].map(src_ids).to_numpy().astype(int), -np.ones(len(pool), int)]
     X = np.vstack([Xs, Xp])
     survival = outcome.kind == "survival"
-    if survival:
-        get_y = lambda fr: survival_target(fr, time=outcome.time, event=outcome.event)  # noqa: E731
-    else:
-        get_y = lambda fr: outcome.forward(fr[outcome.label].to_numpy(float))  # noqa: E731
-    ys, yp, yte = get_y(src), get_y(pool), get_y(test)
+    ys, yp, yte = (outcome_values(outcome, p) for p in (src, pool, test))
     ref_fit = ref_test = None
     eval_mask = np.ones(len(test), bool)
     if ds.reference_score:
@@ -256,13 +276,12 @@ def run_outcome_unit(ds: Dataset, outcome: Outcome, sources, target, seed, budge
     base = dict(sources=list(sources), target=target, seed=int(seed), outcome=outcome.kind)
     grid = _grid(ys) if survival else None
 
-    def evaluate(pred_risk, curves, lower=None, upper=None):
-        if survival:
-            return survival_scores(y_eval, pred_risk, curves, grid, outcome.horizons, n_boot=100, random_state=seed)
-        return regression_scores(outcome.inverse(y_eval), outcome.inverse(pred_risk), lower=lower, upper=upper)
+    def evaluate(pred_risk, curves):
+        return score_outcome(outcome, y_eval, pred_risk, curves, grid, seed)
 
     cache: dict = {}
     sel_cache: dict = {}
+    top = max([b for b in budgets if b <= len(pool)], default=None)
     for n_t in budgets:
         if n_t > len(pool):
             skipped.append(dict(target=target, seed=seed, n_labeled=n_t, reason=f"budget larger than the pool ({len(pool)} rows)"))
@@ -274,7 +293,7 @@ def run_outcome_unit(ds: Dataset, outcome: Outcome, sources, target, seed, budge
             y_fit = np.concatenate([ys, y_pool])
         else:
             y_fit = np.r_[ys, np.where(lab, yp, np.nan)]
-        runnable, test_out = [], {}
+        runnable, test_out, models, recs = [], {}, {}, {}
         for c in cands:
             if c.spec.needs_labels and n_t == 0:
                 continue
@@ -285,7 +304,7 @@ def run_outcome_unit(ds: Dataset, outcome: Outcome, sources, target, seed, budge
                 else (X, Xte)
             label_free = c.spec.uses_target in ("none", "unlabelled")
             if label_free and c.name in cache:
-                out, fit_s = cache[c.name]
+                out, fit_s, est = cache[c.name]
             else:
                 t0 = _time.perf_counter()
                 with warnings.catch_warnings():
@@ -301,12 +320,13 @@ def run_outcome_unit(ds: Dataset, outcome: Outcome, sources, target, seed, budge
                     curves = est.predict_survival(Xe[eval_mask], grid) if survival else None
                 out = (risk, curves)
                 if label_free:
-                    cache[c.name] = (out, fit_s)
+                    cache[c.name] = (out, fit_s, est)
             runnable.append(c)
-            test_out[c.name] = out
+            test_out[c.name], models[c.name] = out, est
             rec = dict(base, method=c.name, family=c.spec.family, n_labeled=int(n_t), fit_seconds=float(fit_s))
             rec.update(evaluate(*out))
             records.append(rec)
+            recs[c.name] = rec
             if keep_predictions:
                 preds.append(dict(method=c.name, target=target, seed=seed, n_labeled=n_t, y=y_eval, pred=out[0]))
         if ds.reference_score:
@@ -338,6 +358,12 @@ def run_outcome_unit(ds: Dataset, outcome: Outcome, sources, target, seed, budge
         rec.update(evaluate(risk, curves))
         records.append(rec)
         selections.append(dict(target=target, seed=seed, n_labeled=n_t, **choice.to_dict()))
+        if shipped is not None and n_t == top:
+            shipped.append(dict(target=target, seed=int(seed), n_labeled=int(n_t), chosen=choice.chosen,
+                                models=models, records=recs, selected_record=rec, preprocessor=pre, grid=grid,
+                                uses_reference={c.name: c.spec.uses_reference for c in runnable},
+                                eval_pos=tgt_pos[split.test][eval_mask], pool_pos=tgt_pos[split.pool],
+                                labelled_pos=tgt_pos[split.pool][lab], n_source=int(len(src))))
         preds.append(dict(method="selected", target=target, seed=seed, n_labeled=n_t, y=y_eval, pred=risk,
                           curves=curves, grid=grid, chosen=choice.chosen))
     return records, skipped, preds, selections
@@ -388,7 +414,7 @@ def run_outcome_study(study, ds: Dataset, outcome: Outcome, *, methods=None, pro
     names = list(dict.fromkeys(methods or study.transfer.methods or DEFAULT_OUTCOME_METHODS[outcome.kind]))
     tr = study.transfer
     units = [(t, s) for t in _targets(study) for s in range(tr.seeds)]
-    results = []
+    results, shipped = [], []
     steps = len(units) * len(tr.labeled_target) * (len(names) + 1)
     with _progress(progress, steps, f"{study.study.name}: {len(names)} {outcome.kind} methods") as advance:
         from threadpoolctl import threadpool_limits
@@ -396,9 +422,10 @@ def run_outcome_study(study, ds: Dataset, outcome: Outcome, *, methods=None, pro
         with threadpool_limits(1):
             for t, s in units:
                 results.append(run_outcome_unit(ds, outcome, tr.sources, t, s, tr.labeled_target, names,
-                                                tr.test_fraction, study.selection, keep_predictions, on_step=advance))
+                                                tr.test_fraction, study.selection, keep_predictions, on_step=advance,
+                                                shipped=shipped))
     res = StudyResult(study=study, dataset=ds, records=[r for x in results for r in x[0]],
                       skipped=[s for x in results for s in x[1]], predictions=[p for x in results for p in x[2]],
                       selections=[s for x in results for s in x[3]], seconds=_time.perf_counter() - t0,
-                      outcome=outcome)
+                      outcome=outcome, shipped=shipped)
     return res
