@@ -279,6 +279,46 @@ def test_read_only_audit_fails_closed(env, tmp_path):
         assert c.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("audit_sync, level", [(None, 1), ("normal", 1), ("full", 2),
+                                               ("FULL", 2)])
+def test_audit_connection_uses_the_configured_synchronous_level(env, tmp_path, audit_sync, level):
+    """WAL + synchronous=NORMAL (1) by default, FULL (2) when asked; on every connection the
+    service writes through, and a batch is one executemany of all its rows."""
+    kw = {} if audit_sync is None else {"audit_sync": audit_sync}
+    app = _app(env, audit_url=tmp_path / "sync.sqlite", **kw)
+    audit = app.state.audit
+    with TestClient(app, base_url=BASE) as c:
+        assert c.post("/v1/predict", json={"records": [RECORD] * 4}, headers=H(env)).status_code == 200
+    with audit.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level
+    assert audit.count() == 4
+
+
+def test_audit_sync_is_checked(env, tmp_path):
+    from healthtransfer.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="audit_sync"):
+        _app(env, audit_url=tmp_path / "bad.sqlite", audit_sync="off")
+
+
+def test_audit_batch_is_one_executemany(tmp_path):
+    from healthtransfer.serve._audit import AuditLog, audit_url
+
+    log = AuditLog(audit_url(tmp_path / "many.sqlite"))
+    calls = []
+    from sqlalchemy import event
+
+    @event.listens_for(log.engine, "before_cursor_execute")
+    def _count(conn, cursor, statement, params, context, executemany):
+        if statement.startswith("INSERT"):
+            calls.append((executemany, len(params)))
+
+    log.append([{"request_id": f"r{i}", "key_id": "k", "model_version": "m",
+                 "input_hash": "0" * 64, "output": {"probability": 0.5}} for i in range(7)])
+    assert calls == [(True, 7)] and log.count() == 7
+
+
 @pytest.mark.skipif(not os.environ.get("HEALTHTRANSFER_TEST_POSTGRES_URL"),
                     reason="set HEALTHTRANSFER_TEST_POSTGRES_URL to test the PostgreSQL audit log")
 def test_postgres_audit(env):  # pragma: no cover - needs a server

@@ -159,7 +159,8 @@ def _uncertainty(metrics: dict, p: float):
 def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int = 1000,
                drift_window: int = 1000, drift_threshold: float = 0.25,
                drift_min_count: int = 100, no_auth: bool = False, trust=None,
-               allow_unsigned: bool = False, allowed_hosts=(), audit_secret=None) -> FastAPI:
+               allow_unsigned: bool = False, allowed_hosts=(), audit_secret=None,
+               audit_sync: str = "normal") -> FastAPI:
     """The service for the bundle in ``bundle_dir``.
 
     ``api_keys_file``: JSON key file (``serve keys add``), required unless ``no_auth`` (then
@@ -169,7 +170,9 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     accepted besides the loopback names. ``audit_url``: SQLAlchemy URL or SQLite path; default
     ``audit.sqlite`` beside the bundle folder. ``audit_secret``: file with the HMAC key of the
     audit input hashes (created, mode 0600, if missing); default ``audit.secret`` beside the
-    bundle folder, never inside the audit database.
+    bundle folder, never inside the audit database. ``audit_sync``: "normal" (default; SQLite
+    WAL with ``synchronous=NORMAL``: a committed row survives a service crash, an OS crash or
+    power loss can lose the last commits) or "full" (every commit waits for the disk).
 
     Example
     -------
@@ -200,7 +203,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
         log.warning("NO AUTHENTICATION (--no-auth): predict only, loopback clients only; "
                     "not for patient care")
     audit = AuditLog(_audit_url(audit_url if audit_url is not None
-                                else bundle_dir.parent / "audit.sqlite"))
+                                else bundle_dir.parent / "audit.sqlite"), audit_sync=audit_sync)
     input_hash = input_hasher(load_secret(audit_secret if audit_secret is not None
                                           else bundle_dir.parent / "audit.secret"))
     drift = DriftMonitor(bundle.reference, bundle.feature_names, window=drift_window,
