@@ -61,6 +61,30 @@ def _to_float(v) -> float:
         return math.nan
 
 
+def _floats(vals: list) -> np.ndarray:
+    """``[_to_float(v) for v in vals]``, in one numpy call when they are plain numbers / None."""
+    if all(type(v) is float or type(v) is int or v is None for v in vals):
+        return np.array([math.nan if v is None else v for v in vals], dtype=float)
+    return np.array([_to_float(v) for v in vals], dtype=float)
+
+
+def _memo_map(fn, vals: list) -> list:
+    """``[fn(v) for v in vals]`` computing ``fn`` once per distinct value (a category column
+    repeats a few values)."""
+    memo: dict = {}
+    out = []
+    for v in vals:
+        k = (type(v), v)  # by type too: True == 1, yet str(True) != str(1)
+        try:
+            c = memo[k]
+        except KeyError:
+            c = memo[k] = fn(v)
+        except TypeError:  # unhashable
+            c = fn(v)
+        out.append(c)
+    return out
+
+
 # -- preprocessing ---------------------------------------------------------------------------
 # A block maps the raw float array's columns ``cols`` to output columns; ``width`` says how many.
 @dataclass
@@ -269,12 +293,14 @@ class CompiledModel:
         X = np.empty((len(records), len(self.feature_names)))
         for j, name in enumerate(self.feature_names):
             cmap = self.cat_index.get(j)
+            vals = [r.get(name) for r in records]
             if cmap is None:
-                X[:, j] = [_to_float(r.get(name)) for r in records]
-            elif self.numeric_codes[j]:
-                X[:, j] = [cmap.get(_category_text(_to_float(r.get(name))), -1) for r in records]
+                X[:, j] = _floats(vals)
             else:
-                X[:, j] = [cmap.get(_category_text(r.get(name)), -1) for r in records]
+                code = ((lambda v, m=cmap: m.get(_category_text(_to_float(v)), -1))
+                        if self.numeric_codes[j] else
+                        (lambda v, m=cmap: m.get(_category_text(v), -1)))
+                X[:, j] = _memo_map(code, vals)
         return X
 
     def transform(self, X: np.ndarray) -> np.ndarray:

@@ -55,6 +55,7 @@ COLUMNS = ("id", "time", "request_id", "key_id", "model_version", "input_hash", 
 #: ``audit_sync`` values -> SQLite ``PRAGMA synchronous`` level (used in WAL mode only)
 AUDIT_SYNC = {"normal": "NORMAL", "full": "FULL"}
 _INSERT_COLUMNS = COLUMNS[1:]
+_OUTPUT_JSON = json.JSONEncoder(sort_keys=True).encode  # = json.dumps(output, sort_keys=True)
 
 
 def check_audit_sync(value: str) -> str:
@@ -118,9 +119,12 @@ def input_hasher(secret: bytes):
     >>> h({"age": 63}) == h({"age": 63}) != input_hasher(b"j" * 32)({"age": 63})
     True
     """
+    # one encoder for every call (json.dumps with options builds a new one each time)
+    canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+    new, sha256 = hmac.new, hashlib.sha256
+
     def input_hash(record: dict) -> str:
-        canon = json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
-        return hmac.new(secret, canon.encode("utf-8"), hashlib.sha256).hexdigest()
+        return new(secret, canonical(record).encode("utf-8"), sha256).hexdigest()
 
     return input_hash
 
@@ -196,9 +200,9 @@ class AuditLog:
         if not rows:
             return
         now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
-        dumps = json.dumps
+        dumps = _OUTPUT_JSON
         values = [(now, r["request_id"], r["key_id"], r["model_version"], r["input_hash"],
-                   dumps(r["output"], sort_keys=True)) for r in rows]
+                   dumps(r["output"])) for r in rows]
         try:
             if self.ready_error is not None and not self.ensure():
                 raise AuditUnavailable(self.ready_error)

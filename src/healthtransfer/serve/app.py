@@ -278,7 +278,8 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     bearer = HTTPBearer(auto_error=False)
 
     def require(scope):
-        def dep(request: Request, x_api_key: str | None = Depends(api_key_header),
+        # async: a few microseconds of hashing, not worth a thread-pool hand-off per request
+        async def dep(request: Request, x_api_key: str | None = Depends(api_key_header),
                 cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> ApiKey:
             if store is None:  # --no-auth: predict only, and only from this machine
                 client = request.client.host if request.client else ""
@@ -344,6 +345,20 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
                             status_code=500)
 
     # -- prediction -------------------------------------------------------------------------
+    seen_memo: dict = {}  # (feature, type, value) -> category observed in training?
+
+    def _seen(name, v, observed) -> bool:
+        k = (name, type(v), v)
+        try:
+            return seen_memo[k]
+        except KeyError:
+            ok = category_key(v) in observed
+            if len(seen_memo) < 10_000:  # validated inputs: only the schema's categories
+                seen_memo[k] = ok
+            return ok
+        except TypeError:
+            return category_key(v) in observed
+
     def _flags(rec: dict) -> dict:
         missing, outside, unseen = [], [], []
         for name, v in rec.items():
@@ -356,7 +371,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
                 if (lo is not None and v < lo) or (hi is not None and v > hi):
                     outside.append(name)
             elif r.get("observed_categories") is not None:
-                if category_key(v) not in r["observed_categories"]:
+                if not _seen(name, v, r["observed_categories"]):
                     unseen.append(name)
         return {"missing": missing, "outside_training_range": outside,
                 "unseen_category": unseen}
