@@ -307,16 +307,42 @@ def test_audit_batch_is_one_executemany(tmp_path):
 
     log = AuditLog(audit_url(tmp_path / "many.sqlite"))
     calls = []
-    from sqlalchemy import event
 
-    @event.listens_for(log.engine, "before_cursor_execute")
-    def _count(conn, cursor, statement, params, context, executemany):
-        if statement.startswith("INSERT"):
-            calls.append((executemany, len(params)))
+    class Spy:  # the DBAPI connection the log writes through, recording its calls
+        def __init__(self, conn):
+            self.conn = conn
 
+        def cursor(self):
+            cur = self.conn.cursor()
+
+            class Cursor:
+                def executemany(self, sql, rows):
+                    rows = list(rows)
+                    calls.append(("executemany", sql.split()[0], len(rows)))
+                    return cur.executemany(sql, rows)
+
+                def execute(self, sql, *args):
+                    calls.append(("execute", sql.split()[0]))
+                    return cur.execute(sql, *args)
+
+                def close(self):
+                    cur.close()
+            return Cursor()
+
+        def commit(self):
+            calls.append(("commit",))
+            self.conn.commit()
+
+        def close(self):
+            self.conn.close()
+
+    log._writer = Spy(log.engine.raw_connection())
     log.append([{"request_id": f"r{i}", "key_id": "k", "model_version": "m",
                  "input_hash": "0" * 64, "output": {"probability": 0.5}} for i in range(7)])
-    assert calls == [(True, 7)] and log.count() == 7
+    assert calls == [("executemany", "INSERT", 7), ("commit",)] and log.count() == 7
+    # the write connection has the pragmas too
+    assert log._writer.conn.cursor().execute("PRAGMA synchronous").fetchone()[0] == 1
+    log.close()
 
 
 @pytest.mark.skipif(not os.environ.get("HEALTHTRANSFER_TEST_POSTGRES_URL"),

@@ -183,6 +183,7 @@ class AuditLog:
         # SQLite allows one writer at a time; serialising writers in-process avoids
         # busy-waiting. Other databases handle concurrent inserts themselves.
         self._lock = threading.Lock() if self.is_sqlite else None
+        self._writer = None  # SQLite: the DBAPI connection appends go through
         self.ready_error: str | None = None
         self.ensure()
 
@@ -207,8 +208,8 @@ class AuditLog:
             if self.ready_error is not None and not self.ensure():
                 raise AuditUnavailable(self.ready_error)
             if self._lock is not None:
-                with self._lock, self.engine.begin() as conn:
-                    self._insert(conn, values)
+                with self._lock:
+                    self._sqlite_append(values)
             else:
                 with self.engine.begin() as conn:
                     self._insert(conn, values)
@@ -218,11 +219,30 @@ class AuditLog:
             raise AuditUnavailable(type(exc).__name__) from None
 
     def _insert(self, conn, values: list[tuple]) -> None:
-        """All rows in one DBAPI ``executemany`` (no per-row SQLAlchemy parameter processing)."""
-        if self.is_sqlite:
-            conn.exec_driver_sql(self._sqlite_insert, values)
-        else:
-            conn.execute(self.table.insert(), [dict(zip(_INSERT_COLUMNS, v)) for v in values])
+        conn.execute(self.table.insert(), [dict(zip(_INSERT_COLUMNS, v)) for v in values])
+
+    def _sqlite_append(self, values: list[tuple]) -> None:
+        """All rows in one DBAPI ``executemany`` and one commit, on a connection this log
+        keeps for its writes (held under ``self._lock``; the pool's checkout, reset and
+        rollback-on-return cost more than the insert). A failed write rolls back, and the
+        connection is replaced before the next one."""
+        if self._writer is None:
+            self._writer = self.engine.raw_connection()  # the connect event set the pragmas
+        conn = self._writer
+        try:
+            cur = conn.cursor()
+            try:
+                cur.executemany(self._sqlite_insert, values)
+            finally:
+                cur.close()
+            conn.commit()
+        except BaseException:
+            self._writer = None
+            try:
+                conn.rollback()
+            finally:
+                conn.invalidate()  # do not return a connection in an unknown state to the pool
+            raise
 
     _sqlite_insert = (f"INSERT INTO audit ({', '.join(_INSERT_COLUMNS)}) "
                       f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})")
@@ -286,6 +306,11 @@ class AuditLog:
             last = rows[-1].id
 
     def close(self) -> None:
+        if self._lock is not None:
+            with self._lock:
+                if self._writer is not None:
+                    self._writer.close()
+                    self._writer = None
         self.engine.dispose()
 
 
