@@ -36,18 +36,25 @@ def _free_port() -> int:
 
 
 def _wait_for_lines(proc, needle: str, count: int, deadline: float) -> list[str]:
-    """Read the server's output until ``needle`` appeared ``count`` times (or fail)."""
+    """Read the server's output until ``needle`` appeared ``count`` times (or fail).
+
+    Reads the pipe's file descriptor directly: a buffered ``readline`` may pull several lines
+    into Python's buffer at once, and ``select`` never reports those as readable again."""
+    fd = proc.stdout.fileno()
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    seen, lines = 0, []
-    while seen < count:
+    sel.register(fd, selectors.EVENT_READ)
+    buf, lines = b"", []
+    while sum(needle in line for line in lines) < count:
         left = deadline - time.monotonic()
         if left <= 0 or proc.poll() is not None:
             raise AssertionError("server not ready:\n" + "".join(lines[-40:]))
         if sel.select(timeout=left):
-            line = proc.stdout.readline()
-            lines.append(line)
-            seen += needle in line
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                continue
+            buf += chunk
+            *done, buf = buf.split(b"\n")
+            lines += [d.decode("utf-8", "replace") + "\n" for d in done]
     return lines
 
 
