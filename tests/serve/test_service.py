@@ -345,6 +345,31 @@ def test_audit_batch_is_one_executemany(tmp_path):
     log.close()
 
 
+def test_wal_checkpoints_run_in_the_background(tmp_path):
+    """A batch's commit does not copy the WAL into the database (SQLite's autocheckpoint at
+    1,000 pages, an fsync inside some request); a thread of the log does, and stops with it."""
+    import time
+
+    from healthtransfer.serve import _audit as A
+
+    db = tmp_path / "ck.sqlite"
+    log = A.AuditLog(A.audit_url(db))
+    rows = [{"request_id": f"r{i}", "key_id": "k", "model_version": "m", "input_hash": "%064x" % i,
+             "output": {"probability": 0.5}} for i in range(A._CHECKPOINT_ROWS)]
+    before = db.stat().st_size
+    log.append(rows)
+    ck = log._checkpointer
+    assert ck is not None and ck._thread.is_alive()
+    assert log._writer.cursor().execute("PRAGMA wal_autocheckpoint").fetchone()[0] \
+        == A._WAL_BACKSTOP_PAGES
+    deadline = time.monotonic() + 30  # the thread copies the rows into the database file
+    while db.stat().st_size <= before:
+        assert time.monotonic() < deadline, "no checkpoint within 30 s"
+        ck._thread.join(0.05)
+    log.close()
+    assert not ck._thread.is_alive()
+
+
 @pytest.mark.skipif(not os.environ.get("HEALTHTRANSFER_TEST_POSTGRES_URL"),
                     reason="set HEALTHTRANSFER_TEST_POSTGRES_URL to test the PostgreSQL audit log")
 def test_postgres_audit(env):  # pragma: no cover - needs a server

@@ -19,8 +19,10 @@ loss, which can lose the last commits before the WAL is checkpointed to disk. Th
 never corrupted either way. ``audit_sync="full"`` (``synchronous=FULL``) makes every commit
 wait for the disk (about 10 ms each on an ordinary SSD) and survives power loss too. If WAL
 mode cannot be set (a read-only or in-memory database), ``FULL`` is used whatever the setting:
-``NORMAL`` is only safe with WAL. Other databases keep their own durability settings. If the database cannot be written (read-only file, full disk, server down) the write
-raises :class:`AuditUnavailable` and the service answers 503 without a prediction: the
+``NORMAL`` is only safe with WAL. Other databases keep their own durability settings. WAL
+checkpoints run in a background thread, not inside a request's commit (:class:`_Checkpointer`).
+
+If the database cannot be written (read-only file, full disk, server down) the write raises :class:`AuditUnavailable` and the service answers 503 without a prediction: the
 service fails closed rather than predict without a record.
 
 Example
@@ -44,6 +46,7 @@ import json
 import os
 import secrets
 import threading
+import weakref
 from pathlib import Path
 
 from ..errors import UserInputError
@@ -56,6 +59,9 @@ COLUMNS = ("id", "time", "request_id", "key_id", "model_version", "input_hash", 
 AUDIT_SYNC = {"normal": "NORMAL", "full": "FULL"}
 _INSERT_COLUMNS = COLUMNS[1:]
 _OUTPUT_JSON = json.JSONEncoder(sort_keys=True).encode  # = json.dumps(output, sort_keys=True)
+_CHECKPOINT_ROWS = 1000  # rows appended before the background thread checkpoints the WAL...
+_CHECKPOINT_EVERY_S = 1.0  # ...or this often, whichever comes first
+_WAL_BACKSTOP_PAGES = 20000  # SQLite's own (foreground) checkpoint, only if the thread lags
 
 
 def check_audit_sync(value: str) -> str:
@@ -162,8 +168,11 @@ class AuditLog:
                 except Exception:  # read-only database: writes fail closed later
                     mode = ""
                 # NORMAL is durable against a process crash only with WAL; else stay on FULL
+                # WAL checkpoints run in a background thread (see _Checkpointer); the commit
+                # that crosses this many WAL pages checkpoints itself only if that falls behind
                 for pragma in (f"PRAGMA synchronous={sync if mode == 'wal' else 'FULL'}",
-                               "PRAGMA busy_timeout=30000"):
+                               "PRAGMA busy_timeout=30000",
+                               f"PRAGMA wal_autocheckpoint={_WAL_BACKSTOP_PAGES}"):
                     try:
                         cur.execute(pragma)
                     except Exception:  # nosec B110 # read-only database: writes fail closed later
@@ -184,6 +193,7 @@ class AuditLog:
         # busy-waiting. Other databases handle concurrent inserts themselves.
         self._lock = threading.Lock() if self.is_sqlite else None
         self._writer = None  # SQLite: the DBAPI connection appends go through
+        self._checkpointer: _Checkpointer | None = None
         self.ready_error: str | None = None
         self.ensure()
 
@@ -228,6 +238,12 @@ class AuditLog:
         connection is replaced before the next one."""
         if self._writer is None:
             self._writer = self.engine.raw_connection()  # the connect event set the pragmas
+            if self._checkpointer is None:
+                cur = self._writer.cursor()
+                mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
+                cur.close()
+                if str(mode).lower() == "wal":
+                    self._checkpointer = _Checkpointer(self)
         conn = self._writer
         try:
             cur = conn.cursor()
@@ -236,6 +252,8 @@ class AuditLog:
             finally:
                 cur.close()
             conn.commit()
+            if self._checkpointer is not None:
+                self._checkpointer.wrote(len(values))
         except BaseException:
             self._writer = None
             try:
@@ -306,12 +324,78 @@ class AuditLog:
             last = rows[-1].id
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._lock is not None:
             with self._lock:
                 if self._writer is not None:
                     self._writer.close()
                     self._writer = None
         self.engine.dispose()
+
+
+class _Checkpointer:
+    """WAL checkpoints off the request path. SQLite's default checkpoints the WAL inside the
+    commit that crosses 1,000 pages, so every few batches one request also copies the WAL into
+    the database and waits for its fsync (tens to hundreds of ms: the batch tail). Here a
+    daemon thread runs ``PRAGMA wal_checkpoint(PASSIVE)`` on its own connection after
+    :data:`_CHECKPOINT_ROWS` rows or every :data:`_CHECKPOINT_EVERY_S` seconds; a passive
+    checkpoint takes no write lock, so commits go on meanwhile. Durability is unchanged (a
+    commit is in the WAL before it returns). The thread ends when the log is closed or
+    garbage-collected; if it ever stops, SQLite's own checkpoint at
+    :data:`_WAL_BACKSTOP_PAGES` pages still bounds the WAL."""
+
+    def __init__(self, log: AuditLog):
+        self._due = threading.Event()
+        self._stop = threading.Event()
+        self._rows = 0
+        self._thread = threading.Thread(target=self._run, args=(weakref.ref(log), self._due,
+                                                                self._stop),
+                                        name="audit-wal-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wrote(self, n: int) -> None:
+        self._rows += n
+        if self._rows >= _CHECKPOINT_ROWS:
+            self._rows = 0
+            self._due.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._due.set()
+        self._thread.join(timeout=10)
+
+    @staticmethod
+    def _run(ref, due: threading.Event, stop: threading.Event) -> None:
+        conn = None
+        try:
+            while not stop.is_set():
+                due.wait(_CHECKPOINT_EVERY_S)
+                due.clear()
+                log = ref()
+                if log is None or stop.is_set():
+                    return
+                try:
+                    if conn is None:
+                        conn = log.engine.raw_connection()
+                    del log
+                    cur = conn.cursor()
+                    cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    cur.close()
+                except Exception:  # nosec B112 # busy, read-only, gone: the next round retries
+                    if conn is not None:
+                        try:
+                            conn.invalidate()
+                        except Exception:  # nosec B110
+                            pass
+                        conn = None
+        finally:
+            if conn is not None:
+                try:
+                    conn.close()
+                except Exception:  # nosec B110 # interpreter shutdown
+                    pass
 
 
 def export_csv(url: str, out_csv: str | Path) -> int:
