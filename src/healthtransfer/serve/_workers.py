@@ -38,12 +38,16 @@ def app_from_env():
     from ._logging import install
 
     install()  # uvicorn set up this worker's loggers before loading the app: redact them too
-    return create_app(cfg["bundle"], api_keys_file=cfg.get("api_keys_file"),
+    app = create_app(cfg["bundle"], api_keys_file=cfg.get("api_keys_file"),
                       audit_url=cfg.get("audit_url"), max_batch=int(cfg.get("max_batch", 1000)),
                       no_auth=bool(cfg.get("no_auth")), trust=cfg.get("trust"),
                       allow_unsigned=bool(cfg.get("allow_unsigned")),
                       allowed_hosts=tuple(cfg.get("allowed_hosts") or ()),
                       audit_sync=str(cfg.get("audit_sync", "normal")))
+    from . import freeze_startup_heap
+
+    freeze_startup_heap()  # this worker's start-up objects: out of the GC's full collections
+    return app
 
 
 def run_workers(bundle, *, host: str, port: int, workers: int, api_keys_file=None,
