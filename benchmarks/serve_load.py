@@ -3,7 +3,7 @@
 Two uvicorn servers on 127.0.0.1, started with the same ``nice`` value:
 
 - **service**: ``healthtransfer serve`` (schema validation, API-key auth, SQLite audit log in
-  WAL mode with synchronous=FULL, drift monitor, metrics, request log, the compiled array path
+  WAL mode with synchronous=NORMAL (the default ``audit_sync``), drift monitor, metrics, request log, the compiled array path
   of the bundle), ``--workers`` uvicorn workers (default 1);
 - **floor**: a bare FastAPI + uvicorn endpoint (this file, ``--floor-server``) that turns the
   same JSON record into a numpy row and runs ``LogisticRegression.predict_proba`` on it: no
@@ -344,7 +344,7 @@ def profile_stages(bundle, keys_file: Path, key: str, singles, batch, n: int = 3
     from fastapi.responses import JSONResponse
 
     from healthtransfer.bundle import load_bundle
-    from healthtransfer.serve._audit import AuditLog, audit_url, input_hash
+    from healthtransfer.serve._audit import AuditLog, audit_url, input_hasher
     from healthtransfer.serve._auth import KeyStore
     from healthtransfer.serve._drift import DriftMonitor
     from healthtransfer.serve._fast import Predictor
@@ -354,7 +354,8 @@ def profile_stages(bundle, keys_file: Path, key: str, singles, batch, n: int = 3
     _, PredictRequest, _ = request_models(b.schema, 1000)
     store = KeyStore.load(keys_file)
     work = Path(tempfile.mkdtemp(prefix="ht-prof-"))
-    audit = AuditLog(audit_url(work / "audit.sqlite"))
+    audit = AuditLog(audit_url(work / "audit.sqlite"))  # the service's default audit_sync
+    input_hash = input_hasher(os.urandom(32))
     drift = DriftMonitor(b.reference, b.feature_names)
     predictor = Predictor(b)
 
@@ -451,7 +452,7 @@ def markdown(out: dict) -> str:
         "generator runs on the same CPUs).",
         "",
         f"*service*: `healthtransfer serve --workers {c['workers']}` (validation, API key, SQLite "
-        "audit WAL + synchronous=FULL, drift, metrics, request log; prediction path: "
+        "audit WAL + synchronous=NORMAL, drift, metrics, request log; prediction path: "
         f"{out['profile']['prediction_path']['path']}, {out['profile']['prediction_path']['model']}). "
         "*floor*: bare FastAPI + uvicorn endpoint running `LogisticRegression.predict_proba` on a "
         f"numpy row, no bundle. Both `nice -n {NICE}`, 127.0.0.1, same records, same run, each "

@@ -553,6 +553,7 @@ def serve(
     no_auth: bool = typer.Option(False, "--no-auth", help="No API keys: predict only, loopback only (local trials)."),
     allowed_host: list[str] = typer.Option([], "--allowed-host", help="Host header to accept besides localhost/127.0.0.1/::1 (repeatable)."),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="uvicorn worker processes (all share the audit log)."),
+    audit_sync: str = typer.Option("normal", "--audit-sync", help="SQLite audit durability: normal (WAL, survives a service crash) or full (fsync every commit, survives power loss)."),
 ):
     """Start the decision-support service for BUNDLE (API, web page, audit log, drift monitor).
 
@@ -565,7 +566,7 @@ def serve(
 
         run_server(bundle, host=host, port=port, api_keys=api_keys, audit_db=audit_db,
                    trust=trust, allow_unsigned=allow_unsigned, no_auth=no_auth,
-                   allowed_hosts=allowed_host, workers=workers)
+                   allowed_hosts=allowed_host, workers=workers, audit_sync=audit_sync)
 
     _guard(go)
 

@@ -120,3 +120,82 @@ def test_explanations_on_the_compiled_path_equal_the_full_path(bundles, method):
         assert set(fast_c := {x["feature"]: x["contribution"] for x in fast["contributions"]}) \
             == set(full)
         assert max(abs(fast_c[k] - full[k]) for k in full) <= 1e-6  # log-odds of p within 1e-9
+
+
+# -- reference-score bundles: the features' preprocessing, then logit(score) as the last column --
+REFERENCE_METHODS = ["ReferenceRecalibration", "ReferenceStacking", "ReferenceBoosting"]
+
+
+def _score(frame):
+    """A stand-in clinical score (a probability) computed from the UCI rows."""
+    z = (0.04 * (frame["age"].fillna(55) - 55) - 0.02 * (frame["thalach"].fillna(140) - 140)
+         + 0.5 * frame["exang"].fillna(0))
+    return 1 / (1 + np.exp(-z))
+
+
+def _reference_records(n=60):
+    import pandas as pd
+
+    recs = _real_records(n)
+    scores = _score(pd.DataFrame.from_records(recs)).tolist()
+    return [dict(r, score=float(s)) for r, s in zip(recs, scores)]
+
+
+@pytest.fixture(scope="module")
+def reference_bundles(tmp_path_factory):
+    """Study-shaped bundles (as study/final writes them): ReferenceScoreInput + ShippedModel
+    around each reference-score method, with and without a calibration map."""
+    import healthtransfer.methods.model as M
+    from healthtransfer.bundle._demo import CATEGORICAL
+    from healthtransfer.bundle._write import write_bundle
+    from healthtransfer.data.preprocess import make_preprocessor
+    from healthtransfer.evaluation.calibration import PriorShift
+    from healthtransfer.study._shipped import ReferenceScoreInput, ShippedModel
+
+    d = tmp_path_factory.mktemp("reference")
+    ds, train, _ = uci_frames()
+    train = train.assign(score=_score(train))
+    pre = make_preprocessor([c for c in FEATURES if c not in CATEGORICAL],
+                            CATEGORICAL).fit(train[FEATURES])
+    wrapped = ReferenceScoreInput(pre, "score")
+    X = wrapped.transform(train[[*FEATURES, "score"]])
+    dom = np.where(train[ds.domain] == "cleveland", 1, -1)
+    out = {}
+    for i, name in enumerate(REFERENCE_METHODS):
+        est = getattr(M, name)(random_state=0).fit(X, train[ds.label].to_numpy(), sample_domain=dom)
+        cal = PriorShift([0.5, 0.5], [0.6, 0.4]) if i % 2 == 0 else None
+        path = write_bundle(d / name, model=ShippedModel(est, cal), preprocessor=wrapped, dataset=ds,
+                            training_frame=train, method=name, metrics={},
+                            reference_input={"name": "score", "range": [0.0, 1.0],
+                                             "meaning": "a stand-in clinical score"})
+        out[name] = load_bundle(path, allow_unsigned=True)
+    return out
+
+
+@pytest.mark.parametrize("method", REFERENCE_METHODS)
+def test_reference_score_bundles_are_compiled_and_equal_sklearn(reference_bundles, method):
+    from healthtransfer.serve._fast import Predictor
+
+    b = reference_bundles[method]
+    p = Predictor(b)
+    assert p.path == "compiled", p.reason  # not the logged fallback
+    assert "logit(score)" in p.compiled.model_path
+    recs = _reference_records() + parity_records(b, 100, seed=3)
+    assert all(r["score"] is not None and 0 <= r["score"] <= 1 for r in recs)
+    want = b.predict_proba(recs)
+    got = p.predict_proba(recs)
+    assert got.shape == want.shape and np.max(np.abs(got - want)) <= PARITY_TOL
+    for r in recs[:10]:
+        assert np.max(np.abs(p.predict_proba([r]) - b.predict_proba([r]))) <= PARITY_TOL
+
+
+@pytest.mark.parametrize("bad", [None, 1.5, -0.1, "n/a"])
+def test_compiled_reference_path_refuses_a_missing_score_like_the_full_path(reference_bundles, bad):
+    from healthtransfer.errors import UserInputError
+
+    b = reference_bundles["ReferenceRecalibration"]
+    c = compile_bundle(b)
+    rec = dict(_reference_records(2)[0], score=bad)
+    for predict in (b.predict_proba, c.predict_proba_records):
+        with pytest.raises(UserInputError, match="reference score 'score'"):
+            predict([rec])

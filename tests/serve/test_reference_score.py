@@ -97,3 +97,13 @@ def test_python_callers_get_a_clear_error_not_a_fallback(shipped):
     _, recs = _records(shipped, 1)
     with pytest.raises(UserInputError, match="apache_iv"):
         b.predict_risk([{k: v for k, v in recs[0].items() if k != "apache_iv"}])
+
+
+def test_the_service_uses_the_compiled_path_for_the_reference_model(shipped):
+    from healthtransfer.serve._fast import Predictor
+
+    b = load_bundle(shipped["bundle"])
+    p = Predictor(b)
+    assert p.path == "compiled", p.reason
+    _, recs = _records(shipped, 20)
+    assert np.max(np.abs(p.predict_proba(recs) - b.predict_proba(recs))) <= 1e-9

@@ -281,6 +281,97 @@ def test_read_only_audit_fails_closed(env, tmp_path):
         assert c.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("audit_sync, level", [(None, 1), ("normal", 1), ("full", 2),
+                                               ("FULL", 2)])
+def test_audit_connection_uses_the_configured_synchronous_level(env, tmp_path, audit_sync, level):
+    """WAL + synchronous=NORMAL (1) by default, FULL (2) when asked; on every connection the
+    service writes through, and a batch is one executemany of all its rows."""
+    kw = {} if audit_sync is None else {"audit_sync": audit_sync}
+    app = _app(env, audit_url=tmp_path / "sync.sqlite", **kw)
+    audit = app.state.audit
+    with TestClient(app, base_url=BASE) as c:
+        assert c.post("/v1/predict", json={"records": [RECORD] * 4}, headers=H(env)).status_code == 200
+    with audit.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == level
+    assert audit.count() == 4
+
+
+def test_audit_sync_is_checked(env, tmp_path):
+    from healthtransfer.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="audit_sync"):
+        _app(env, audit_url=tmp_path / "bad.sqlite", audit_sync="off")
+
+
+def test_audit_batch_is_one_executemany(tmp_path):
+    from healthtransfer.serve._audit import AuditLog, audit_url
+
+    log = AuditLog(audit_url(tmp_path / "many.sqlite"))
+    calls = []
+
+    class Spy:  # the DBAPI connection the log writes through, recording its calls
+        def __init__(self, conn):
+            self.conn = conn
+
+        def cursor(self):
+            cur = self.conn.cursor()
+
+            class Cursor:
+                def executemany(self, sql, rows):
+                    rows = list(rows)
+                    calls.append(("executemany", sql.split()[0], len(rows)))
+                    return cur.executemany(sql, rows)
+
+                def execute(self, sql, *args):
+                    calls.append(("execute", sql.split()[0]))
+                    return cur.execute(sql, *args)
+
+                def close(self):
+                    cur.close()
+            return Cursor()
+
+        def commit(self):
+            calls.append(("commit",))
+            self.conn.commit()
+
+        def close(self):
+            self.conn.close()
+
+    log._writer = Spy(log.engine.raw_connection())
+    log.append([{"request_id": f"r{i}", "key_id": "k", "model_version": "m",
+                 "input_hash": "0" * 64, "output": {"probability": 0.5}} for i in range(7)])
+    assert calls == [("executemany", "INSERT", 7), ("commit",)] and log.count() == 7
+    # the write connection has the pragmas too
+    assert log._writer.conn.cursor().execute("PRAGMA synchronous").fetchone()[0] == 1
+    log.close()
+
+
+def test_wal_checkpoints_run_in_the_background(tmp_path):
+    """A batch's commit does not copy the WAL into the database (SQLite's autocheckpoint at
+    1,000 pages, an fsync inside some request); a thread of the log does, and stops with it."""
+    import time
+
+    from healthtransfer.serve import _audit as A
+
+    db = tmp_path / "ck.sqlite"
+    log = A.AuditLog(A.audit_url(db))
+    rows = [{"request_id": f"r{i}", "key_id": "k", "model_version": "m", "input_hash": "%064x" % i,
+             "output": {"probability": 0.5}} for i in range(A._CHECKPOINT_ROWS)]
+    before = db.stat().st_size
+    log.append(rows)
+    ck = log._checkpointer
+    assert ck is not None and ck._thread.is_alive()
+    assert log._writer.cursor().execute("PRAGMA wal_autocheckpoint").fetchone()[0] \
+        == A._WAL_BACKSTOP_PAGES
+    deadline = time.monotonic() + 30  # the thread copies the rows into the database file
+    while db.stat().st_size <= before:
+        assert time.monotonic() < deadline, "no checkpoint within 30 s"
+        ck._thread.join(0.05)
+    log.close()
+    assert not ck._thread.is_alive()
+
+
 @pytest.mark.skipif(not os.environ.get("HEALTHTRANSFER_TEST_POSTGRES_URL"),
                     reason="set HEALTHTRANSFER_TEST_POSTGRES_URL to test the PostgreSQL audit log")
 def test_postgres_audit(env):  # pragma: no cover - needs a server

@@ -6,7 +6,11 @@ The scikit-learn path (``Bundle.predict_proba``) builds a pandas frame, runs the
 once and returns a :class:`CompiledModel` that does the same arithmetic on a float array
 (medians, means, scales, one-hot positions, the model's own imputer; a logistic regression's
 coefficients; any other model's ``_predict_proba`` is called on the preprocessed array
-directly, skipping re-validation).
+directly, skipping re-validation). A study's bundle is covered too: a reference-score model's
+:class:`~healthtransfer.study._shipped.ReferenceScoreInput` compiles to the features' blocks
+plus ``logit(score)`` as the last column (a missing or out-of-range score is refused exactly as
+on the scikit-learn path), and a :class:`~healthtransfer.study._shipped.ShippedModel` to its
+estimator's array form followed by its calibration map.
 
 Parity is checked when compiling, not assumed: records drawn from the bundle's training
 reference (every category, values across the training range and beyond, missing values) go
@@ -55,6 +59,30 @@ def _to_float(v) -> float:
         return float(v)
     except (TypeError, ValueError):  # pd.to_numeric(errors="coerce") in Bundle.frame
         return math.nan
+
+
+def _floats(vals: list) -> np.ndarray:
+    """``[_to_float(v) for v in vals]``, in one numpy call when they are plain numbers / None."""
+    if all(type(v) is float or type(v) is int or v is None for v in vals):
+        return np.array([math.nan if v is None else v for v in vals], dtype=float)
+    return np.array([_to_float(v) for v in vals], dtype=float)
+
+
+def _memo_map(fn, vals: list) -> list:
+    """``[fn(v) for v in vals]`` computing ``fn`` once per distinct value (a category column
+    repeats a few values)."""
+    memo: dict = {}
+    out = []
+    for v in vals:
+        k = (type(v), v)  # by type too: True == 1, yet str(True) != str(1)
+        try:
+            c = memo[k]
+        except KeyError:
+            c = memo[k] = fn(v)
+        except TypeError:  # unhashable
+            c = fn(v)
+        out.append(c)
+    return out
 
 
 # -- preprocessing ---------------------------------------------------------------------------
@@ -149,7 +177,14 @@ def _model_fn(model) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
 
     from ..methods._base import TransferClassifier
     from ..methods.baselines import _Baseline
+    from ..study._shipped import ShippedModel
 
+    if isinstance(model, ShippedModel):  # a study's final model: estimator (target rows) + map
+        inner, path = _model_fn(model.estimator)
+        if model.calibration is None:
+            return inner, path
+        kind = getattr(model.calibration, "kind", type(model.calibration).__name__)
+        return (lambda Z: model.calibrate(inner(Z))), f"{path}, then the {kind} calibration map"
     if not isinstance(model, TransferClassifier):
         if not hasattr(model, "predict_proba"):
             raise CompileError(f"model {type(model).__name__} has no predict_proba")
@@ -258,12 +293,14 @@ class CompiledModel:
         X = np.empty((len(records), len(self.feature_names)))
         for j, name in enumerate(self.feature_names):
             cmap = self.cat_index.get(j)
+            vals = [r.get(name) for r in records]
             if cmap is None:
-                X[:, j] = [_to_float(r.get(name)) for r in records]
-            elif self.numeric_codes[j]:
-                X[:, j] = [cmap.get(_category_text(_to_float(r.get(name))), -1) for r in records]
+                X[:, j] = _floats(vals)
             else:
-                X[:, j] = [cmap.get(_category_text(r.get(name)), -1) for r in records]
+                code = ((lambda v, m=cmap: m.get(_category_text(_to_float(v)), -1))
+                        if self.numeric_codes[j] else
+                        (lambda v, m=cmap: m.get(_category_text(v), -1)))
+                X[:, j] = _memo_map(code, vals)
         return X
 
     def transform(self, X: np.ndarray) -> np.ndarray:
@@ -296,8 +333,15 @@ def _onehot_block(cats_per_col: list[list[str]]):
 def _build(bundle) -> CompiledModel:
     from sklearn.compose import ColumnTransformer
 
+    from ..study._shipped import ReferenceScoreInput
+
     pre = bundle.preprocessor
     names = bundle.feature_names
+    score_input = None
+    if isinstance(pre, ReferenceScoreInput):  # features' preprocessing, then logit(score) last
+        score_input, pre = pre, pre.preprocessor
+        if score_input.column not in names:
+            raise CompileError(f"the reference score '{score_input.column}' is not in the schema")
     if not isinstance(pre, ColumnTransformer):
         raise CompileError(f"preprocessor {type(pre).__name__} is not a ColumnTransformer")
     if getattr(pre, "sparse_output_", False):
@@ -327,9 +371,14 @@ def _build(bundle) -> CompiledModel:
                 cat_index[int(j)] = {c: i for i, c in enumerate(cs)}
             fn, width = _onehot_block(cats)
         blocks.append(_Block(idx, width, fn))
+    if score_input is not None:
+        blocks.append(_Block(np.asarray([names.index(score_input.column)]), 1,
+                             lambda S, f=score_input.score_logit: f(S[:, 0])[:, None]))
     if not blocks:
         raise CompileError("the preprocessor has no output columns")
     model_fn, path = _model_fn(bundle.model)
+    if score_input is not None:
+        path += f" (reads logit({score_input.column}))"
     return CompiledModel(names, [bool(f.get("numeric_codes", True))
                                  for f in bundle.schema["features"]],
                          cat_index, blocks, model_fn, path)
@@ -337,7 +386,9 @@ def _build(bundle) -> CompiledModel:
 
 def parity_records(bundle, n: int = 200, seed: int = 0) -> list[dict]:
     """Records that exercise every path: each category, numeric values across and beyond the
-    training range (reference min/max), and about 15% missing values per feature."""
+    training range (reference min/max), and about 15% missing values per feature. A required
+    input (a reference score) is always given and within its declared range, as the service
+    requires; a record without it is refused by both paths alike."""
     rng = np.random.default_rng(seed)
     ref = bundle.reference.get("features", {})
     recs: list[dict] = [{} for _ in range(n)]
@@ -351,8 +402,11 @@ def parity_records(bundle, n: int = 200, seed: int = 0) -> list[dict]:
         else:
             cats = list(f.get("categories") or [0, 1])
             vals = [cats[i] for i in rng.integers(0, len(cats), n)]
+        if f.get("required") and f.get("range"):
+            lo, hi = map(float, f["range"])
+            vals = np.clip(vals, lo, hi).tolist()
         for rec, v, miss in zip(recs, vals, rng.random(n) < 0.15):
-            rec[f["name"]] = None if miss else v
+            rec[f["name"]] = None if miss and not f.get("required") else v
     return recs
 
 

@@ -153,7 +153,19 @@ def bin_index(ref: dict, values) -> np.ndarray:
         return idx.astype(int)
     labels = ref["labels"]
     pos = {c: i for i, c in enumerate(labels)}
-    return np.array([pos.get(category_key(v), pos["other"]) for v in values], dtype=int)
+    other = pos["other"]
+    memo: dict = {}  # a batch repeats a handful of categories: one category_key per value
+    out = []
+    for v in values:
+        k = (type(v), v)
+        try:
+            b = memo[k]
+        except KeyError:
+            b = memo[k] = pos.get(category_key(v), other)
+        except TypeError:  # unhashable: no memo
+            b = pos.get(category_key(v), other)
+        out.append(b)
+    return np.array(out, dtype=int)
 
 
 def psi(expected_shares, actual_counts, eps: float = 1e-4) -> float:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..errors import UserInputError
 
-__all__ = ["audit_export", "bundle_export_onnx", "bundle_inspect", "create_app", "keys_add",
-           "make_server", "serve"]
+__all__ = ["audit_export", "bundle_export_onnx", "bundle_inspect", "create_app",
+           "freeze_startup_heap", "keys_add", "make_server", "serve"]
 
 
 def create_app(bundle_dir, **kw):
@@ -35,13 +35,15 @@ def _is_loopback(host: str) -> bool:
 
 def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audit_db=None,
           max_batch: int = 1000, trust=None, allow_unsigned: bool = False, no_auth: bool = False,
-          allowed_hosts=(), workers: int = 1) -> None:
+          allowed_hosts=(), workers: int = 1, audit_sync: str = "normal") -> None:
     """Run the service with uvicorn (blocks). Closed by default: it needs an API key file
     unless ``no_auth`` (then it binds loopback only and serves predict only), and a trust
     store for the bundle's signature unless ``allow_unsigned``. Binds 127.0.0.1 unless told
     otherwise; a specific non-loopback ``host`` is added to the Host allow-list. ``workers``
     > 1 starts that many uvicorn worker processes sharing the audit database (see
-    :mod:`._workers`)."""
+    :mod:`._workers`). ``audit_sync``: "normal" (SQLite WAL + ``synchronous=NORMAL``, the
+    default: durable against a service crash, not against an OS crash or power loss) or "full"
+    (every audit commit waits for the disk); see :mod:`._audit`."""
     try:
         import uvicorn
     except ImportError:
@@ -64,7 +66,8 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audi
     if not _is_loopback(host) and host not in ("0.0.0.0", "::"):  # nosec B104 # a comparison, not a bind
         hosts.append(host)
     options = dict(api_keys_file=api_keys, audit_url=audit_db, max_batch=max_batch, no_auth=no_auth,
-                   trust=trust, allow_unsigned=allow_unsigned, allowed_hosts=hosts)
+                   trust=trust, allow_unsigned=allow_unsigned, allowed_hosts=hosts,
+                   audit_sync=audit_sync)
     if int(workers) > 1:
         from ._workers import run_workers
 
@@ -73,7 +76,21 @@ def serve(bundle, host: str = "127.0.0.1", port: int = 8000, api_keys=None, audi
         run_workers(bundle, host=host, port=int(port), workers=int(workers), **options)
         return
     app = create_app(bundle, **options)
-    make_server(app, host, port).run()
+    server = make_server(app, host, port)
+    freeze_startup_heap()
+    server.run()
+
+
+def freeze_startup_heap() -> None:
+    """Collect once, then take every object alive (libraries, bundle, app: ~350k objects) out
+    of the cyclic garbage collector's view (:func:`gc.freeze`). Otherwise each full collection
+    walks them all, a 250-400 ms pause that lands inside whichever request triggered it (the
+    batch p95 and single-record p99 of ``benchmarks/serve_load.py``). Called by the serving
+    entry points only, after the app is built; objects made later are collected as usual."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 def make_server(app, host: str = "127.0.0.1", port: int = 8000, **config):

@@ -23,14 +23,17 @@ True
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import deque
 
 import numpy as np
 import pandas as pd
 
-from ..bundle._reference import bin_index, psi
+from ..bundle._reference import bin_index, category_key, psi
 
 __all__ = ["DriftMonitor"]
+
+_FEW = 8  # up to this many records: bins in plain Python (numpy's per-call cost dominates)
 
 
 class DriftMonitor:
@@ -44,14 +47,21 @@ class DriftMonitor:
                         for f in self.features}
         self._lock = threading.Lock()
         self.total = 0
+        self._numeric_edges: dict | None = None
+        self._cat_pos = {f: {c: i for i, c in enumerate(r["labels"])} for f, r in self.ref.items()
+                         if r["type"] != "numeric" and "other" in r["labels"]}
 
     def update(self, frame: pd.DataFrame | list[dict]) -> None:
         """Add records (a DataFrame, or the service's validated dicts) to the window."""
         if len(frame) == 0 or not self.features:
             return
-        col = ((lambda f: frame[f].tolist()) if isinstance(frame, pd.DataFrame)
-               else (lambda f: [r.get(f) for r in frame]))
-        bins = np.column_stack([bin_index(self.ref[f], col(f)) for f in self.features])
+        bins = None
+        if not isinstance(frame, pd.DataFrame) and len(frame) <= _FEW:
+            bins = self._few_bins(frame)
+        if bins is None:
+            col = ((lambda f: frame[f].tolist()) if isinstance(frame, pd.DataFrame)
+                   else (lambda f: [r.get(f) for r in frame]))
+            bins = np.column_stack([bin_index(self.ref[f], col(f)) for f in self.features])
         bins = bins.astype(np.int16)[-self.window:]  # older rows would leave at once
         with self._lock:
             self._rows.extend(bins)
@@ -62,6 +72,35 @@ class DriftMonitor:
                 if gone:
                     np.subtract.at(c, np.asarray(gone)[:, j], 1)
             self.total += len(frame)
+
+    def _few_bins(self, records: list[dict]) -> np.ndarray | None:
+        """:func:`bin_index` of a few plain records (numbers, None, categories) without numpy
+        per feature: ``bisect_left`` on the edges is ``searchsorted(side="left")``. None if a
+        numeric value is not a plain number (the vector path then converts it)."""
+        if self._numeric_edges is None:
+            self._numeric_edges = {f: [float(e) for e in r["edges"]] for f, r in self.ref.items()
+                                   if r["type"] == "numeric"}
+        rows = []
+        for rec in records:
+            row = []
+            for f in self.features:
+                v = rec.get(f)
+                edges = self._numeric_edges.get(f)
+                if edges is None:
+                    row.append(int(bin_index(self.ref[f], [v])[0]) if f not in self._cat_pos
+                               else self._cat_bin(f, v))
+                elif v is None or (type(v) is float and v != v):
+                    row.append(len(self.ref[f]["labels"]) - 1)
+                elif type(v) is float or type(v) is int:
+                    row.append(bisect_left(edges, float(v)))
+                else:
+                    return None
+            rows.append(row)
+        return np.asarray(rows, dtype=int)
+
+    def _cat_bin(self, f: str, v) -> int:
+        pos = self._cat_pos[f]
+        return pos.get(category_key(v), pos["other"])
 
     def status(self) -> dict:
         with self._lock:

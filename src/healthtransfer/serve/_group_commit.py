@@ -1,8 +1,9 @@
 """Group commit for the audit log: concurrent requests share one transaction (one fsync).
 
-With SQLite in WAL mode and ``synchronous=FULL`` every commit waits for the disk (about 10 ms
-on the benchmark machine), so one commit per request caps a worker near 100 requests/s
-whatever the CPU. :class:`GroupCommit` keeps the guarantee (a request returns only after *its*
+With SQLite in WAL mode and ``synchronous=FULL`` (``audit_sync="full"``) every commit waits for
+the disk (about 10 ms on the benchmark machine), so one commit per request caps a worker near
+100 requests/s whatever the CPU; with the default ``synchronous=NORMAL`` a commit is a write to
+the WAL without fsync, and grouping still saves the per-transaction overhead. :class:`GroupCommit` keeps the guarantee (a request returns only after *its*
 rows are committed; if the commit fails, every request in the group gets the error and answers
 503) while letting the requests that arrived during one commit go together in the next: the
 thread that takes the writer lock writes everything queued so far.

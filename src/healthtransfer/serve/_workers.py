@@ -2,9 +2,10 @@
 
 uvicorn starts worker processes from an import string, so the service's arguments travel in
 the environment variable ``HEALTHTRANSFER_SERVE_CONFIG`` (JSON: bundle path, key file path,
-audit URL, batch limit; paths only, no secrets) and :func:`app_from_env` builds each worker's
+audit URL and sync level, batch limit; paths only, no secrets) and :func:`app_from_env` builds each worker's
 app. Every worker appends to the same audit database: SQLite in WAL mode with a 30 s busy
-timeout (one writer at a time across processes, each insert its own transaction), or
+timeout and ``synchronous=NORMAL`` unless ``audit_sync="full"`` (one writer at a time across
+processes, each group of inserts its own transaction), or
 PostgreSQL through a SQLAlchemy URL. ``tests/serve/test_workers.py`` checks that two workers
 under concurrent load lose no audit record. Each worker keeps its own drift window and
 ``/metrics`` counters (Prometheus sums them per instance).
@@ -37,16 +38,21 @@ def app_from_env():
     from ._logging import install
 
     install()  # uvicorn set up this worker's loggers before loading the app: redact them too
-    return create_app(cfg["bundle"], api_keys_file=cfg.get("api_keys_file"),
+    app = create_app(cfg["bundle"], api_keys_file=cfg.get("api_keys_file"),
                       audit_url=cfg.get("audit_url"), max_batch=int(cfg.get("max_batch", 1000)),
                       no_auth=bool(cfg.get("no_auth")), trust=cfg.get("trust"),
                       allow_unsigned=bool(cfg.get("allow_unsigned")),
-                      allowed_hosts=tuple(cfg.get("allowed_hosts") or ()))
+                      allowed_hosts=tuple(cfg.get("allowed_hosts") or ()),
+                      audit_sync=str(cfg.get("audit_sync", "normal")))
+    from . import freeze_startup_heap
+
+    freeze_startup_heap()  # this worker's start-up objects: out of the GC's full collections
+    return app
 
 
 def run_workers(bundle, *, host: str, port: int, workers: int, api_keys_file=None,
                 audit_url=None, max_batch: int = 1000, no_auth: bool = False, trust=None,
-                allow_unsigned: bool = False, allowed_hosts=()) -> None:
+                allow_unsigned: bool = False, allowed_hosts=(), audit_sync: str = "normal") -> None:
     """Run ``workers`` uvicorn processes serving ``bundle`` (blocks)."""
     from pathlib import Path
 
@@ -56,13 +62,13 @@ def run_workers(bundle, *, host: str, port: int, workers: int, api_keys_file=Non
 
     bundle = Path(bundle).resolve()
     audit = _url(audit_url if audit_url is not None else bundle.parent / "audit.sqlite")
-    AuditLog(audit).close()  # create the table (and WAL mode) once, before workers race to
+    AuditLog(audit, audit_sync=audit_sync).close()  # create the table (and WAL mode) once, before workers race to
     os.environ[ENV] = json.dumps({
         "bundle": str(bundle), "audit_url": audit, "max_batch": int(max_batch),
         "api_keys_file": None if api_keys_file is None else str(Path(api_keys_file).resolve()),
         "no_auth": bool(no_auth), "allow_unsigned": bool(allow_unsigned),
         "trust": None if trust is None else str(Path(trust).resolve()),
-        "allowed_hosts": list(allowed_hosts or ())})
+        "allowed_hosts": list(allowed_hosts or ()), "audit_sync": str(audit_sync)})
     uvicorn.run("healthtransfer.serve._workers:app_from_env", factory=True, host=host,
                 port=port, workers=workers, access_log=False, log_level="info",
                 server_header=False)

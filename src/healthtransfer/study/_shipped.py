@@ -69,8 +69,9 @@ class ReferenceScoreInput:
     def transformers_(self):  # the bundle schema reads which inputs are categorical
         return self.preprocessor.transformers_
 
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        score = pd.to_numeric(frame[self.column], errors="coerce").to_numpy(float)
+    def score_logit(self, score: np.ndarray) -> np.ndarray:
+        """``logit(score)`` for scores in 0..1; a missing or out-of-range score is refused.
+        (The compiled prediction path calls this too, so both paths refuse alike.)"""
         bad = ~np.isfinite(score) | (score < 0) | (score > 1)
         if bad.any():
             raise UserInputError(
@@ -78,5 +79,10 @@ class ReferenceScoreInput:
                 "or give it outside 0..1", where="model input",
                 fix=f"send '{self.column}' (a probability from 0 to 1) with every record; this model "
                 "recalibrates that score and has no version without it")
+        return logit(score)
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        score = pd.to_numeric(frame[self.column], errors="coerce").to_numpy(float)
+        z = self.score_logit(score)
         feats = [str(c) for c in self.preprocessor.feature_names_in_]
-        return np.column_stack([np.asarray(self.preprocessor.transform(frame[feats]), float), logit(score)])
+        return np.column_stack([np.asarray(self.preprocessor.transform(frame[feats]), float), z])
