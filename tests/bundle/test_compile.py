@@ -11,7 +11,7 @@ pytest.importorskip("skops")
 from healthtransfer.bundle import load_bundle  # noqa: E402
 from healthtransfer.bundle._compile import (PARITY_TOL, CompileError, compile_bundle,  # noqa: E402
                                             parity_records)
-from healthtransfer.bundle._demo import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
+from _bundles import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
 
 METHODS = ["pooled_lr", "source_lr", "target_lr", "source_gbm", "pooled_gbm",
            "iw_domain_lr"]
