@@ -93,13 +93,16 @@ def test_debug_is_accepted_before_or_after_the_subcommand(argv):
 
 
 def test_internal_error_names_the_exact_command_to_rerun(monkeypatch, capsys):
+    import sys
+
+    import healthtransfer._cli._study as study_commands
     import healthtransfer.cli as cli
 
     def boom(*_a, **_k):
         raise RuntimeError("patient value 123.456 must never be shown")
 
-    monkeypatch.setattr(cli, "_execute", boom)
-    monkeypatch.setattr(cli.sys, "argv", ["healthtransfer", "demo", "--out", "my demo"])
+    monkeypatch.setattr(study_commands, "_execute", boom)
+    monkeypatch.setattr(sys, "argv", ["healthtransfer", "demo", "--out", "my demo"])
     with pytest.raises(SystemExit) as exc:
         cli.main()
     assert exc.value.code == 1
