@@ -14,14 +14,14 @@ from ._app import _guard, _width, app
 
 def demo_study(seeds: int = 5):
     """The bundled study: Cleveland as source, each other UCI heart hospital as target."""
-    from ..data.sources import HEART_FEATURES
+    from ..data.sources import HEART_CATEGORICAL, HEART_FEATURES
     from ..study import Study
     from ..study.config import DEMO_METHODS
 
     return Study.model_validate({
         "study": {"name": "uci-heart-demo",
                   "description": "Cleveland Clinic -> Budapest, Long Beach VA and Zurich/Basel (UCI Heart Disease)"},
-        "data": {"dataset": "uci_heart", "features": HEART_FEATURES, "categorical": ["cp", "restecg"],
+        "data": {"dataset": "uci_heart", "features": HEART_FEATURES, "categorical": HEART_CATEGORICAL,
                  "subgroups": ["sex"]},
         "transfer": {"sources": ["cleveland"], "target": ["hungarian", "va", "switzerland"],
                      "labeled_target": [0, 10, 20, 40], "seeds": seeds, "test_fraction": 0.5,
