@@ -21,10 +21,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
-    DATA_DIR, SELECTION_POOL, SKADA_DEFAULT, BenchConfig, _fmt, apply_cli, bar_goals_section, base_parser, make_pairs, per_target,
-    run_or_report,
-)
+from _common import DATA_DIR, apply_cli, base_parser, run_or_report  # noqa: E402
+from _skada_runner import SKADA_DEFAULT  # noqa: E402
+from _tables import _fmt, bar_goals_section, per_target  # noqa: E402
+from _units import SELECTION_POOL, BenchConfig, make_pairs  # noqa: E402
 
 REGIONS = ["Midwest", "South", "West", "Northeast"]
 # reference_boosting's defaults were chosen looking at these pairs' test rows (see the notes)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (  # noqa: E402
-    BASELINES, SKADA_DEFAULT, BenchConfig, _fmt, bar_goals_section, make_pairs, apply_cli, base_parser, per_target,
-    run_or_report,
-)
+from _common import apply_cli, base_parser, run_or_report  # noqa: E402
+from _skada_runner import SKADA_DEFAULT  # noqa: E402
+from _tables import _fmt, bar_goals_section, per_target  # noqa: E402
+from _units import BASELINES, BenchConfig, make_pairs  # noqa: E402
 
 from healthtransfer.data.sources import HEART_FEATURES as FEATURES  # noqa: E402
 TARGETS = ["hungarian", "va", "switzerland"]

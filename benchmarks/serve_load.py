@@ -62,7 +62,9 @@ def floor_server(port: int) -> None:
     from fastapi import Body, FastAPI
     from sklearn.linear_model import LogisticRegression
 
-    from healthtransfer.bundle._demo import FEATURES, uci_frames
+    from healthtransfer.data.sources import HEART_FEATURES as FEATURES
+
+    uci_frames = _uci_test_bundles().uci_frames
 
     _, train, _ = uci_frames()
     X = train[FEATURES].to_numpy(float)
@@ -313,8 +315,23 @@ async def drive(targets: dict, singles, batches, args) -> dict:
     return results
 
 
+def _uci_test_bundles():
+    """``tests/_bundles.py`` (the UCI heart bundle and frames the tests use), loaded by path: it is a
+    test fixture, not part of the package."""
+    import importlib.util
+
+    if "_bundles" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("_bundles", HERE.parent / "tests" / "_bundles.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        sys.modules["_bundles"] = mod
+    return sys.modules["_bundles"]
+
+
 def payloads(batch_size: int):
-    from healthtransfer.bundle._demo import FEATURES, uci_frames
+    from healthtransfer.data.sources import HEART_FEATURES as FEATURES
+
+    uci_frames = _uci_test_bundles().uci_frames
 
     _, train, test = uci_frames()
     ints = {"sex", "cp", "fbs", "restecg", "exang"}
@@ -547,10 +564,8 @@ def main(argv=None) -> int:
     try:
         bundle = Path(args.bundle) if args.bundle else None
         if bundle is None:
-            from healthtransfer.bundle._demo import build_uci_bundle
-
             print("building the demo bundle", flush=True)
-            bundle = build_uci_bundle(work / "bundle", "pooled_lr")
+            bundle = _uci_test_bundles().build_uci_bundle(work / "bundle", "pooled_lr")
         key = keys_add(work / "keys.json", "bench", ["predict"])
         singles, batches = payloads(args.batch_size)
         loadavg_before = [round(x, 2) for x in os.getloadavg()]

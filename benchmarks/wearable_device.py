@@ -15,7 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA_DIR, BenchConfig, _fmt, make_pairs, apply_cli, base_parser, per_target, run_or_report  # noqa: E402
+from _common import DATA_DIR, apply_cli, base_parser, run_or_report  # noqa: E402
+from _tables import _fmt, per_target  # noqa: E402
+from _units import BenchConfig, make_pairs  # noqa: E402
 
 DEFAULT_SEEDS = 10
 METHODS = [

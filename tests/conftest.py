@@ -5,7 +5,13 @@ OpenMP/BLAS thread pools fighting over two cores made fits 10-100x slower.
 """
 
 import os
+import sys
 from pathlib import Path
+
+# Helpers the tests share (``_bundles``: a small UCI heart bundle) live in tests/, not in the
+# package; make them importable whatever pytest's import mode.
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.append(str(Path(__file__).resolve().parent))
 
 # The staged datasets that are not bundled: $HEALTHTRANSFER_DATA, else ../shared/data beside the
 # repository (never a machine path). Tests read them through this variable.

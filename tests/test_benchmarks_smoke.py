@@ -112,8 +112,9 @@ def test_results_written_before_pairs_are_read_by_pair(tmp_path):
     selections only the target) splits back into (pair, seed) units for --resume / --merge."""
     import sys
 
-    _load("heart_shift")  # puts benchmarks/ on the path; its _common is the one they share
+    _load("heart_shift")  # puts benchmarks/ on the path; its _common / _tables are the ones they share
     common = sys.modules["_common"]
+    tables = sys.modules["_tables"]
     old = {"records": [dict(method="source_lr", side="ours", sources=["cleveland"], target="va", seed=0, n_labeled=0,
                             auroc=0.7),
                        dict(method="source_lr", side="ours", sources=["cleveland"], target="va", seed=1, n_labeled=0,
@@ -126,5 +127,5 @@ def test_results_written_before_pairs_are_read_by_pair(tmp_path):
     assert set(units) == {("cleveland→va", 0), ("cleveland→va", 1)}
     assert len(units[("cleveland→va", 1)]["skipped"]) == 1
     assert units[("cleveland→va", 0)]["selections"][0]["chosen"] == "source_lr"
-    df = common._frame(old)
+    df = tables._frame(old)
     assert set(df["pair"]) == {"cleveland→va"}

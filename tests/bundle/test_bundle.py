@@ -11,7 +11,7 @@ pytest.importorskip("skops")
 pytest.importorskip("safetensors")
 
 from healthtransfer.bundle import BundleError, inspect_bundle, load_bundle, verify_bundle  # noqa: E402
-from healthtransfer.bundle._demo import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
+from _bundles import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
 from healthtransfer.bundle._load import check_trusted_types  # noqa: E402
 
 

@@ -11,7 +11,7 @@ pytest.importorskip("skops")
 from healthtransfer.bundle import load_bundle  # noqa: E402
 from healthtransfer.bundle._compile import (PARITY_TOL, CompileError, compile_bundle,  # noqa: E402
                                             parity_records)
-from healthtransfer.bundle._demo import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
+from _bundles import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
 
 METHODS = ["pooled_lr", "source_lr", "target_lr", "source_gbm", "pooled_gbm",
            "iw_domain_lr"]
@@ -146,7 +146,7 @@ def reference_bundles(tmp_path_factory):
     """Study-shaped bundles (as study/final writes them): ReferenceScoreInput + ShippedModel
     around each reference-score method, with and without a calibration map."""
     import healthtransfer.methods.model as M
-    from healthtransfer.bundle._demo import CATEGORICAL
+    from healthtransfer.data.sources import HEART_CATEGORICAL as CATEGORICAL
     from healthtransfer.bundle._write import write_bundle
     from healthtransfer.data.preprocess import make_preprocessor
     from healthtransfer.evaluation.calibration import PriorShift

@@ -22,7 +22,7 @@ import skops.io as sio  # noqa: E402
 from sklearn.preprocessing import FunctionTransformer  # noqa: E402
 
 from healthtransfer.bundle import BundleError, load_bundle  # noqa: E402
-from healthtransfer.bundle._demo import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
+from _bundles import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from healthtransfer.bundle import (BundleError, TrustStore, generate_keypair, load_bundle,  # noqa: E402
                                    sign_bundle)
-from healthtransfer.bundle._demo import build_uci_bundle  # noqa: E402
+from _bundles import build_uci_bundle  # noqa: E402
 from healthtransfer.cli import app  # noqa: E402
 
 

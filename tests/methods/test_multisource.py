@@ -1,4 +1,3 @@
-import time
 import os
 from pathlib import Path
 
@@ -136,9 +135,11 @@ def _load_site(name):
 
 
 @pytest.mark.skipif(not HEART.exists(), reason="UCI heart data not available")
-def test_heart_leave_one_hospital_out(capsys):
+def test_heart_leave_one_hospital_out():
+    """Each hospital as the target of the three others: the multi-source methods stay within a
+    small margin of source-only AUROC at n_t = 0 and 20."""
     data = {s: _load_site(s) for s in SITES}
-    lines, deltas = [], {"source_weighting_lr": [], "source_mixture_lr": []}
+    deltas = {"source_weighting_lr": [], "source_mixture_lr": []}
     for target in SITES:
         sources = [s for s in SITES if s != target]
         Xt, yt = data[target]
@@ -154,23 +155,12 @@ def test_heart_leave_one_hospital_out(capsys):
             test = np.setdiff1d(np.arange(len(yt)), lab)
             aucs = {}
             for name in ("source_lr", "source_weighting_lr", "source_mixture_lr"):
-                t0 = time.perf_counter()
                 m = make_method(name, random_state=0).fit(X, y, sample_domain=d)
                 p = m.predict_proba(Xt[test])
                 assert np.isfinite(p).all()
                 aucs[name] = roc_auc_score(yt[test], p[:, 1])
-                aucs[name + "_s"] = time.perf_counter() - t0
             for k in deltas:
                 deltas[k].append(aucs[k] - aucs["source_lr"])
-            lines.append(
-                f"{target:12s} n_t={n_lab:2d}  source_lr {aucs['source_lr']:.3f}  "
-                f"weighting {aucs['source_weighting_lr']:.3f}  "
-                f"mixture {aucs['source_mixture_lr']:.3f}  "
-                f"(fit {aucs['source_mixture_lr_s']:.2f}s)"
-            )
-    with capsys.disabled():
-        print("\n[heart leave-one-hospital-out AUROC]\n" + "\n".join(lines))
-        print({k: round(float(np.mean(v)), 4) for k, v in deltas.items()})
     # No robust must-beat on four small hospitals: assert a sane margin instead.
     for k, v in deltas.items():
         assert min(v) > -0.05, (k, v)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from healthtransfer.bundle._demo import FEATURES, build_uci_bundle, uci_frames
+from _bundles import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
 from healthtransfer.bundle._reference import bin_index
 from healthtransfer.serve._drift import DriftMonitor
 

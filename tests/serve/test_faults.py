@@ -24,7 +24,7 @@ pytest.importorskip("skops")
 
 import httpx  # noqa: E402
 
-from healthtransfer.bundle._demo import build_uci_bundle  # noqa: E402
+from _bundles import build_uci_bundle  # noqa: E402
 from healthtransfer.serve import keys_add  # noqa: E402
 
 RECORD = {"age": 58.0, "sex": 1, "cp": 4, "trestbps": 140.0, "chol": 240.0, "fbs": 0,

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 
 from healthtransfer.bundle import load_bundle  # noqa: E402
-from healthtransfer.bundle._demo import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
+from _bundles import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
 from healthtransfer.serve import create_app, keys_add  # noqa: E402
 from healthtransfer.serve._fhir import code_maps, fhir_bundle_from_record  # noqa: E402
 

@@ -23,7 +23,7 @@ pytest.importorskip("skops")
 
 import httpx  # noqa: E402
 
-from healthtransfer.bundle._demo import build_uci_bundle  # noqa: E402
+from _bundles import build_uci_bundle  # noqa: E402
 from healthtransfer.serve import create_app, keys_add  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reports"))

@@ -19,7 +19,7 @@ import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from healthtransfer.bundle._demo import build_uci_bundle, uci_frames  # noqa: E402
+from _bundles import build_uci_bundle, uci_frames  # noqa: E402
 from healthtransfer.errors import UserInputError  # noqa: E402
 from healthtransfer.serve import create_app, keys_add  # noqa: E402
 

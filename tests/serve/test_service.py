@@ -13,7 +13,7 @@ pytest.importorskip("skops")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from healthtransfer.bundle._demo import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
+from _bundles import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
 from healthtransfer.serve import audit_export, create_app, keys_add  # noqa: E402
 
 BASE = "http://localhost"  # the Host allow-list accepts loopback names only

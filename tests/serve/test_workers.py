@@ -23,7 +23,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-from healthtransfer.bundle._demo import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
+from _bundles import FEATURES, build_uci_bundle, uci_frames  # noqa: E402
 from healthtransfer.serve import keys_add  # noqa: E402
 
 INTS = {"sex", "cp", "fbs", "restecg", "exang"}

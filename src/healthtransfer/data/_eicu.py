@@ -217,21 +217,12 @@ def load_eicu_demo(data_dir: str | Path, domain_by: str = "region", vitals: bool
     admission to discharge or death, days; with ``death`` as the event), ``icu_days``, and
     APACHE IV's predicted lengths of stay ``apache_iv_hospital_los`` / ``apache_iv_icu_los``.
     """
-    from .sources import _finish, builtin_schema
+    from .sources import _finish, builtin_schema, _demo_tables_folder
 
     if domain_by not in DOMAIN_CHOICES:
         raise UserInputError(f"unknown domain_by '{domain_by}' for eicu_demo", where="dataset 'eicu_demo'",
                              fix=f"use one of {list(DOMAIN_CHOICES)}")
-    folder = Path(data_dir).expanduser()
-    if (folder / "eicu_demo").is_dir():
-        folder = folder / "eicu_demo"
-    for table in _FILES:
-        if not (folder / f"{table}.csv.gz").is_file():
-            raise UserInputError(
-                f"the eICU demo table '{table}.csv.gz' is missing",
-                where=str(folder),
-                fix="pass --data-dir pointing at the folder that holds 'eicu_demo/' (as ../shared/data does)",
-            )
+    folder = _demo_tables_folder(data_dir, "eicu_demo", _FILES, "eICU")
     schema = builtin_schema("eicu_demo")
     vit_cols = {f"{s}_{k}" for s in VITAL_CANDIDATES for k in VITAL_STATS}
     vit_ranges = None

@@ -51,17 +51,9 @@ _TABLES = ("ICUSTAYS", "PATIENTS", "ADMISSIONS", "LABEVENTS", "D_LABITEMS")
 
 
 def _folder(data_dir: str | Path) -> Path:
-    folder = Path(data_dir).expanduser()
-    if (folder / "mimic3_demo").is_dir():
-        folder = folder / "mimic3_demo"
-    for t in _TABLES:
-        if not (folder / f"{t}.csv.gz").is_file():
-            raise UserInputError(
-                f"the MIMIC-III demo table '{t}.csv.gz' is missing",
-                where=str(folder),
-                fix="pass --data-dir pointing at the folder that holds 'mimic3_demo/' (as ../shared/data does)",
-            )
-    return folder
+    from .sources import _demo_tables_folder
+
+    return _demo_tables_folder(data_dir, "mimic3_demo", _TABLES, "MIMIC-III")
 
 
 @lru_cache(maxsize=4)

@@ -64,6 +64,22 @@ def resolve_data_dir(data_dir: str | Path | None, dataset: str) -> Path:
     return path
 
 
+
+def _demo_tables_folder(data_dir: str | Path, name: str, tables, title: str) -> Path:
+    """The folder of a staged PhysioNet demo (``DATA_DIR/NAME/`` or ``DATA_DIR`` itself) once every
+    ``TABLE.csv.gz`` is there; a missing table is an error that says which and where."""
+    folder = Path(data_dir).expanduser()
+    if (folder / name).is_dir():
+        folder = folder / name
+    for table in tables:
+        if not (folder / f"{table}.csv.gz").is_file():
+            raise UserInputError(
+                f"the {title} demo table '{table}.csv.gz' is missing",
+                where=str(folder),
+                fix=f"pass --data-dir pointing at the folder that holds '{name}/' (as ../shared/data does)",
+            )
+    return folder
+
 def _finish(raw: pd.DataFrame, schema: DatasetSchema, *, source: str, class_names=None,
             extra=None, features=None, categorical=None) -> Dataset:
     table, report = harmonise(raw, schema, source=source)

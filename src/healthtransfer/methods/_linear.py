@@ -16,7 +16,7 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_softmax, logsumexp
 
 
-__all__ = ["fit_bias_temperature", "log_proba", "penalised_logistic"]
+__all__ = ["fit_bias_temperature", "fit_offset_stacking", "log_proba", "penalised_logistic", "stacking_prior"]
 
 _EPS = 1e-12
 
@@ -121,6 +121,33 @@ def penalised_logistic(
     theta0 = np.concatenate([W0.ravel(), b0])
     res = minimize(f, theta0, jac=True, method="L-BFGS-B", options={"maxiter": 500})
     return res.x[: r * p].reshape(r, p).copy(), res.x[r * p :].copy()
+
+
+def stacking_prior(n_classes: int, n_score: int, n_free: int, n_local: int, *, score_penalty: float,
+                   C: float, free_penalty: float = 0.1):
+    """The prior and penalty of an offset-stacking fit (:class:`Stacking`, :class:`ReferenceStacking`)
+    over the design ``[s (n_score columns), f (n_free), x (n_local)]``: the score coefficients
+    start at the identity (1 for two classes) and are pulled there by ``score_penalty``, the free
+    terms ``f`` start at 0 and are lightly held (``free_penalty``), the local correction on ``x``
+    starts at 0 and is held strongly (``1 / C``). Returns ``(prior, penalty)``, each
+    ``(rows, n_score + n_free + n_local)``.
+    """
+    r = 1 if n_classes == 2 else n_classes
+    d = n_score + n_free + n_local
+    prior = np.zeros((r, d))
+    prior[:, :n_score] = 1.0 if n_classes == 2 else np.eye(n_classes)
+    pen = np.zeros((r, d))
+    pen[:, :n_score] = score_penalty
+    pen[:, n_score:n_score + n_free] = free_penalty
+    pen[:, n_score + n_free:] = 1.0 / C
+    return prior, pen
+
+
+def fit_offset_stacking(D, y, n_classes: int, prior, penalty, sample_weight=None):
+    """Fit an offset-stacking model on the design ``D`` with the prior and penalty of
+    :func:`stacking_prior` (intercept lightly held toward 0). Returns ``(W, b)``."""
+    return penalised_logistic(D, y, n_classes, coef_prior=prior, coef_penalty=penalty, intercept_penalty=1e-2,
+                              sample_weight=sample_weight)
 
 
 def fit_bias_temperature(S, y, *, slope=True, sample_weight=None, reg=1e-2):

@@ -17,7 +17,9 @@ from ._linear import (
     _to_proba,
     _weights,
     fit_bias_temperature,
+    fit_offset_stacking,
     penalised_logistic,
+    stacking_prior,
 )
 
 __all__ = ["ReferenceBoosting", "ReferenceRecalibration", "ReferenceStacking"]
@@ -286,16 +288,14 @@ class ReferenceStacking(_ReferenceBase):
         w = np.r_[_weights(split.ws, len(rs)), self.target_weight * _weights(split.wtl, len(rt))]
         self.imputer_ = SimpleImputer(strategy="median", keep_empty_features=True).fit(L)
         self.mu_, self.sd_ = _standardiser(self.imputer_.transform(L), w)
-        p = L.shape[1]
         ok = np.isfinite(r)
-        self.coef_ = np.r_[1.0, 0.0, np.zeros(p)][None, :]
+        # the score's coefficient toward 1, the target indicator lightly toward 0, the local terms strongly
+        prior, pen = stacking_prior(2, 1, 1, L.shape[1], score_penalty=self.score_penalty, C=self.C)
+        self.coef_ = prior
         self.intercept_ = np.zeros(1)
         if ok.any():
-            pen = np.r_[self.score_penalty, 0.1, np.full(p, 1.0 / self.C)]
-            self.coef_, self.intercept_ = penalised_logistic(
-                self._design(L[ok], r[ok], is_t[ok]), y[ok], 2, coef_prior=self.coef_[0],
-                coef_penalty=pen, intercept_penalty=1e-2, sample_weight=w[ok],
-            )
+            self.coef_, self.intercept_ = fit_offset_stacking(self._design(L[ok], r[ok], is_t[ok]), y[ok], 2, prior,
+                                                              pen, w[ok])
         self.fallback_ = _LocalFallback().fit(
             Ls, split.ys, Lt, split.ytl, 2, split.ws, split.wtl, target_weight=self.target_weight
         )

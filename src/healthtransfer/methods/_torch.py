@@ -305,7 +305,11 @@ class DeepTransferClassifier(TransferClassifier):
             self._fit_scaler(split)
             self.module_ = self._build_module(split.Xs.shape[1], split.n_classes)
             self._train_loop(split, rng)
+            self._after_training(split, rng)
             self.module_.eval()
+
+    def _after_training(self, split: DomainSplit, rng: np.random.Generator) -> None:
+        """A step after the training loop, in the same seeded context (fine-tuning uses it)."""
 
     def _train_loop(self, split: DomainSplit, rng: np.random.Generator,
                     max_epochs: int | None = None) -> None:

@@ -42,7 +42,6 @@ from ._torch import (
     coral_loss,
     grad_reverse,
     mmd_loss,
-    torch_fit_context,
 )
 
 __all__ = ["DANN", "DeepCORAL", "FineTuneMLP", "JointMMD", "JointMMDMinibatch", "MLPSource"]
@@ -315,18 +314,14 @@ class FineTuneMLP(DeepTransferClassifier):
     def _fit(self, split: DomainSplit) -> None:
         if self.mode not in ("full", "last_layer", "l2sp"):
             raise ValueError(f"mode={self.mode!r}; expected 'full', 'last_layer' or 'l2sp'.")
-        seed = self._seed()
-        with torch_fit_context(seed):
-            rng = np.random.default_rng(seed)
-            self._fit_scaler(split)
-            self.module_ = self._build_module(split.Xs.shape[1], split.n_classes)
-            self._train_loop(split, rng)
-            self.source_params_ = {k: v.detach().numpy().copy()
-                                   for k, v in self.module_.named_parameters()}
-            self.finetuned_ = bool(split.Xtl.shape[0] > 0 and self.finetune_epochs > 0)
-            if self.finetuned_:
-                self._finetune(split, rng)
-            self.module_.eval()
+        super()._fit(split)
+
+    def _after_training(self, split: DomainSplit, rng: np.random.Generator) -> None:
+        self.source_params_ = {k: v.detach().numpy().copy()
+                               for k, v in self.module_.named_parameters()}
+        self.finetuned_ = bool(split.Xtl.shape[0] > 0 and self.finetune_epochs > 0)
+        if self.finetuned_:
+            self._finetune(split, rng)
 
     def _finetune(self, split: DomainSplit, rng: np.random.Generator) -> None:
         m = self.module_

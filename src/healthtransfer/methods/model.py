@@ -49,8 +49,10 @@ from ._linear import (
     _to_proba,
     _weights,
     fit_bias_temperature,
+    fit_offset_stacking,
     log_proba,
     penalised_logistic,
+    stacking_prior,
 )
 from ._reference import ReferenceBoosting, ReferenceRecalibration, ReferenceStacking
 from ._spec import MethodSpec
@@ -307,21 +309,13 @@ class Stacking(_SourceModelMixin, TransferClassifier):
         K = split.n_classes
         self._fit_source(split)
         self._mu, self._sd = _standardiser(split.Xs, split.ws)
-        q = 1 if K == 2 else K
-        p = split.Xs.shape[1]
-        r = 1 if K == 2 else K
-        prior = np.zeros((r, q + p))
-        prior[:, :q] = 1.0 if K == 2 else np.eye(K)
-        pen = np.zeros((r, q + p))
-        pen[:, :q] = self.score_penalty
-        pen[:, q:] = 1.0 / self.C
+        prior, pen = stacking_prior(K, 1 if K == 2 else K, 0, split.Xs.shape[1], score_penalty=self.score_penalty,
+                                    C=self.C)
         self._prior_coef = prior
-        self.coef_, self.intercept_ = prior, np.zeros(r)
+        self.coef_, self.intercept_ = prior, np.zeros(len(prior))
         if split.Xtl.shape[0] > 0:
-            self.coef_, self.intercept_ = penalised_logistic(
-                self._design(split.Xtl), split.ytl, K, coef_prior=prior, coef_penalty=pen,
-                intercept_penalty=1e-2, sample_weight=split.wtl,
-            )
+            self.coef_, self.intercept_ = fit_offset_stacking(self._design(split.Xtl), split.ytl, K, prior, pen,
+                                                              split.wtl)
 
     def _predict_proba(self, X, sample_domain):
         D = self._design(X)

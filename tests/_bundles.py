@@ -1,4 +1,5 @@
-"""A small bundle from the bundled UCI heart data, for tests, the docs and smoke checks:
+"""A small bundle from the bundled UCI heart data, for tests and smoke checks (a test fixture: it
+lives here, not in the package; ``benchmarks/serve_load.py`` loads it by path):
 Cleveland (source) + ``n_target`` labelled VA rows, ten features, one baseline method.
 The metrics are computed on the remaining VA rows (bootstrap CIs are left to the study
 runner; here a normal-approximation CI for the AUROC keeps it fast)."""
@@ -10,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.sources import HEART_CATEGORICAL as CATEGORICAL
-from ..data.sources import HEART_FEATURES as FEATURES
+from healthtransfer.data.sources import HEART_CATEGORICAL as CATEGORICAL
+from healthtransfer.data.sources import HEART_FEATURES as FEATURES
 
 __all__ = ["FEATURES", "CATEGORICAL", "build_uci_bundle", "uci_frames"]
 
 
 def uci_frames(n_target: int = 20):
-    from ..data import load_dataset
+    from healthtransfer.data import load_dataset
 
     ds = load_dataset("uci_heart").with_features(FEATURES)
     f = ds.frame
@@ -42,16 +43,16 @@ def _auc_ci(y, p):
 
 def build_uci_bundle(out_dir, method: str = "pooled_lr", n_target: int = 20,
                      random_state: int = 0) -> Path:
-    from ..data.preprocess import make_preprocessor
-    from ..methods import make_method
-    from ._write import write_bundle
+    from healthtransfer.bundle._write import write_bundle
+    from healthtransfer.data.preprocess import make_preprocessor
+    from healthtransfer.methods import make_method
 
     ds, train, test = uci_frames(n_target)
     numeric = [c for c in FEATURES if c not in CATEGORICAL]
     pre = make_preprocessor(numeric, CATEGORICAL).fit(train[FEATURES])
     X = pre.transform(train[FEATURES])
     dom = np.where(train[ds.domain] == "cleveland", 1, -1)
-    from ..methods import baselines_registry  # baselines without importing torch/skada
+    from healthtransfer.methods import baselines_registry  # baselines without importing torch/skada
 
     spec = next((m for m in baselines_registry.METHODS if m.name == method), None)
     est = (spec.factory(random_state=random_state) if spec is not None
