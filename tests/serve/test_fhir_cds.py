@@ -367,3 +367,106 @@ def test_cds_arbitrary_requests_never_500(env, prefetch, context, hook):
                                     headers=H(env, fhir=False))
     assert r.status_code in (200, 400), r.text
     assert ("cards" in r.json()) if r.status_code == 200 else r.json()["detail"]
+
+
+# -- survival bundles: a risk per horizon (issue 18 with issue 17's outcome bundles) -------------
+@pytest.fixture(scope="module")
+def surv(tmp_path_factory):
+    """A Cox model of in-hospital death (eICU Midwest -> South) and a length-of-stay regression,
+    written by real studies on the eICU demo rows and served."""
+    from healthtransfer.bundle._outcome import load_outcome_bundle
+    from healthtransfer.data import load_dataset
+    from healthtransfer.reports.outcome_report import write_outcome_outputs
+    from healthtransfer.study.config import load_study
+    from healthtransfer.study.run import run_study
+
+    d = tmp_path_factory.mktemp("surv")
+    keys = d / "keys.json"
+    key = keys_add(keys, "clinic", ["predict"])
+    feats = json.dumps(EICU_FEATURES)
+    out = {"key": key}
+    for kind, data, methods in (
+            ("survival", 'time = "hospital_days"\nevent = "death"\nhorizons = [7, 14]', '["source_cox"]'),
+            ("regression", 'label = "hospital_days"\ntask = "regression"', '["source_ridge"]')):
+        (d / f"{kind}.toml").write_text(
+            f'[study]\nname = "{kind}"\n\n[data]\ndataset = "eicu_demo"\noptions = {{ domain_by = "region" }}\n'
+            f'{data}\nfeatures = {feats}\n\n[transfer]\nsources = ["Midwest"]\ntarget = "South"\n'
+            f'labeled_target = [0]\nseeds = 1\nmethods = {methods}\n')
+        write_outcome_outputs(run_study(load_study(d / f"{kind}.toml"), progress=False), d / kind)
+        path = d / kind / "bundle" / "South"
+        app = create_app(path, api_keys_file=keys, audit_url=d / f"audit-{kind}.sqlite", allow_unsigned=True)
+        out[kind] = {"bundle": load_outcome_bundle(path, allow_unsigned=True), "app": app,
+                     "client": TestClient(app, base_url="http://localhost")}
+    ds = load_dataset("eicu_demo", domain_by="region")
+    south = ds.frame[ds.frame[ds.domain] == "South"][EICU_FEATURES]
+    b = out["survival"]["bundle"]
+    rows = [_clean(r, b) for r in south.to_dict("records")]
+    out["survival"]["rows"] = [r for r in rows if all(r[c] is not None for c in ("age", "heartrate", "meanbp"))]
+    yield out
+    for kind in ("survival", "regression"):
+        out[kind]["client"].close()
+
+
+def test_fhir_survival_gives_a_risk_per_horizon_equal_to_v1_predict(surv):
+    from fhir.resources.R4B.riskassessment import RiskAssessment
+
+    e, h = surv["survival"], {"X-API-Key": surv["key"]}
+    rows = e["rows"][:10]
+    want = e["client"].post("/v1/predict", json={"records": rows}, headers=h).json()["predictions"]
+    assert e["bundle"].schema["label"] == "death"
+    for i, (row, w) in enumerate(zip(rows, want)):
+        fb = fhir_bundle_from_record(row, e["bundle"], patient_id=f"pt{i}")
+        r = e["client"].post(FHIR, content=json.dumps(fb), headers={**h, "Content-Type": "application/fhir+json"})
+        assert r.status_code == 200, r.text
+        ra = RiskAssessment.model_validate(r.json())
+        got = {float(p.whenRange.high.value): float(p.probabilityDecimal) for p in ra.prediction}
+        assert sorted(got) == [7.0, 14.0]
+        assert all(p.whenRange.high.code == "d" and p.whenRange.high.system == "http://unitsofmeasure.org"
+                   for p in ra.prediction)
+        assert ra.prediction[0].outcome.text == "death within 7 days"
+        for hz, risk in w["risk"].items():
+            assert abs(got[float(hz)] - risk) <= 1e-9
+        assert got[7.0] <= got[14.0]
+        assert "log relative hazard" in ra.note[0].text
+
+
+def test_explain_survival_is_on_the_risk_score(surv):
+    e = surv["survival"]
+    row = e["rows"][0]
+    r = e["client"].post("/v1/explain", json={"record": row}, headers={"X-API-Key": surv["key"]})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["scale"].startswith("log relative hazard") and len(out["contributions"]) == len(EICU_FEATURES)
+    b = e["bundle"]
+    top = out["contributions"][0]
+    ref = dict(row, **{top["feature"]: top["reference"]})
+    z = b.risk_score([row, ref])
+    assert abs(out["risk_score"] - z[0]) <= 1e-9 and abs(top["contribution"] - (z[0] - z[1])) <= 1e-9
+
+
+def test_cds_survival_card_names_every_horizon(surv, no_network):
+    e = surv["survival"]
+    for row in e["rows"][:3]:
+        before = e["app"].state.audit.count()
+        r = e["client"].post("/cds-services/healthtransfer-risk", json=_cds_request(e, row),
+                             headers={"X-API-Key": surv["key"]})
+        assert r.status_code == 200, r.text
+        main = r.json()["cards"][0]
+        want = e["client"].post("/v1/predict", json={"record": row},
+                                headers={"X-API-Key": surv["key"]}).json()["predictions"][0]["risk"]
+        assert "within 7 days" in main["summary"] and "within 14 days" in main["summary"]
+        for hz, risk in want.items():
+            assert f"within {hz} days**: {100 * risk:.1f}%" in main["detail"]
+        assert "Main contributors" in main["detail"] and "hazard" in main["detail"]
+        assert e["app"].state.audit.count() == before + 2  # the card's risk and the check above
+    d = e["client"].get("/cds-services", headers={"X-API-Key": surv["key"]}).json()
+    assert "death within 7, 14 days" in d["services"][0]["title"]
+
+
+def test_regression_bundles_have_no_risk_endpoints(surv):
+    e = surv["regression"]
+    h = {"X-API-Key": surv["key"]}
+    assert e["client"].post(FHIR, content=b"{}", headers=h).status_code == 404
+    assert e["client"].get("/cds-services", headers=h).status_code == 404
+    r = e["client"].post("/v1/explain", json={"record": surv["survival"]["rows"][0]}, headers=h)
+    assert r.status_code == 200 and r.json()["scale"] == "the prediction on its fitted scale"

@@ -293,7 +293,9 @@ def write_outcome_bundle(fm, result, out_dir) -> Path:
     try:
         _dump_skops(pre, stage / "preprocessor.skops", "preprocessor")
         _dump_json(stage / "model.json", model)
-        _dump_json(stage / "schema.json", {"features": specs, "classes": [], "outcome": oc.kind})
+        # label: the event (survival) or outcome column, for the FHIR / CDS Hooks texts
+        _dump_json(stage / "schema.json", {"features": specs, "classes": [], "outcome": oc.kind,
+                                           "label": oc.event if oc.kind == "survival" else oc.label})
         _dump_json(stage / "training.json", {"method": fm.method, "selected": fm.selected, "note": fm.note,
                                              "target": target, "n_labeled": fm.n_labeled, **tr})
         _dump_json(stage / "metrics.json", {"target": target, "method": fm.method, "n_labeled": fm.n_labeled,

@@ -10,7 +10,7 @@ A call is answered from its ``prefetch`` only: this service never calls the EHR'
 (``fhirServer`` / ``fhirAuthorization`` are ignored), so no FHIR access token is ever used or
 stored. Cards:
 
-- the risk, with its calibrated interval and the main contributors (``info``; ``warning``
+- the risk (survival bundles: one per horizon), with its calibrated interval and the main contributors (``info``; ``warning``
   when an input is missing, outside the training ranges, an unseen category, or drift is
   raised), with a link to the service's page for this request;
 - a separate ``warning`` card naming what lies outside the training data, or the drift alarm;
@@ -27,7 +27,8 @@ Note: no ``from __future__ import annotations`` here; FastAPI reads the endpoint
 import json
 import uuid
 
-from ._fhir import _HAVE_FHIR, FhirInputError, _label, contribution_text, interval_text, parse_resources
+from ._fhir import (_HAVE_FHIR, FhirInputError, _label, contribution_text, horizon_risks, interval_text,
+                    outcome_text, parse_resources)
 
 __all__ = ["cds_router", "discovery", "SERVICES"]
 
@@ -55,8 +56,10 @@ def _prefetch_key(name: str, m) -> str:
 
 
 def discovery(bundle, maps: dict) -> dict:
-    names = bundle.schema.get("class_names") or [str(c) for c in bundle.classes]
-    what = f"{bundle.schema.get('label', 'outcome')} = {names[bundle.positive_index]}"
+    what = outcome_text(bundle)
+    if bundle.schema.get("outcome") == "survival":
+        what += " within " + ", ".join(f"{h:g}" for h in bundle.model["horizons"]) + " " \
+            + bundle.model.get("time_unit", "days")
     pre = prefetch_templates(maps)
     return {"services": [
         {"hook": hook, "id": sid,
@@ -99,8 +102,7 @@ def cds_router(ctx):
     bundle = ctx.bundle
     maps = code_maps(bundle)
     templates = prefetch_templates(maps)
-    names = bundle.schema.get("class_names") or [str(c) for c in bundle.classes]
-    outcome = f"{bundle.schema.get('label', 'outcome')} = {names[bundle.positive_index]}"
+    outcome = outcome_text(bundle)
     router = APIRouter(tags=["CDS Hooks"])
 
     @router.get("/cds-services")
@@ -167,22 +169,32 @@ def cds_router(ctx):
         contribs = contributions(bundle, record, predict_proba=ctx.predict_proba)
         drift = ctx.drift.status()
         flags = pred.get("flags") or {}
-        p = float(pred["probability"])
         iv = interval_text(pred)
         warn = bool(pred.get("flagged") or drift.get("alarm"))
-        summary = f"Risk of {outcome}: {100 * p:.0f}%"
-        u = pred.get("uncertainty") or {}
-        if u.get("interval") and None not in u["interval"]:
-            summary += f" (interval {100 * u['interval'][0]:.0f}-{100 * u['interval'][1]:.0f}%)"
+        survival = "risk" in pred
+        if survival:  # one risk per horizon (no calibrated interval for survival bundles)
+            hz = horizon_risks(bundle, pred)
+            summary = f"Risk of {outcome}: " + "; ".join(f"{100 * r:.0f}% within {h:g} {u}" for h, r, u in hz)
+            head = [f"- **Probability of {outcome} within {h:g} {u}**: {100 * r:.1f}%" for h, r, u in hz]
+            scale = "log relative hazard"
+        else:
+            p = float(pred["probability"])
+            summary = f"Risk of {outcome}: {100 * p:.0f}%"
+            u = pred.get("uncertainty") or {}
+            if u.get("interval") and None not in u["interval"]:
+                summary += f" (interval {100 * u['interval'][0]:.0f}-{100 * u['interval'][1]:.0f}%)"
+            head = [f"**Probability of {outcome}**: {100 * p:.1f}%"]
+            scale = "log-odds"
         specs = bundle.feature_specs
         detail = "\n".join([
-            f"**Probability of {outcome}**: {100 * p:.1f}%",
+            *head,
             "",
             f"**Calibrated interval**: {iv}" if iv else "**Calibrated interval**: not available "
-            "for this model (no target-test calibration table in the bundle)",
+            + ("for survival models (the study report gives observed/expected events per horizon)" if survival
+               else "for this model (no target-test calibration table in the bundle)"),
             "",
-            "**Main contributors** (change in log-odds against the training reference):",
-            *[f"- {contribution_text(c, record, specs)}" for c in contribs],
+            f"**Main contributors** (change in {scale} against the training reference):",
+            *[f"- {contribution_text(c, record, specs, survival)}" for c in contribs],
             "",
             f"Model `{bundle.model_version}` ({bundle.training.get('method')}); request "
             f"`{rid}` is in the audit log.",

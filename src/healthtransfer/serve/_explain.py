@@ -7,7 +7,9 @@ the positive class::
 
     contribution_j = logit p(x) - logit p(x with x_j := reference_j)
 
-Positive contributions push the risk up. All ``n_features + 1`` variants go through the model
+Positive contributions push the risk up. For survival and regression bundles the scale is the
+model's risk score (the log relative hazard; the prediction on its fitted scale) instead of
+the log-odds. All ``n_features + 1`` variants go through the model
 in one call. This is exact for a model additive on the logit scale after preprocessing
 (logistic regression; a missing value then counts against the median it is imputed with) and
 a first-order, one-at-a-time attribution for others; contributions need not sum to the
@@ -48,12 +50,24 @@ def reference_values(bundle) -> dict:
     return out
 
 
+def scale(bundle) -> str:
+    """What a contribution measures for this bundle."""
+    kind = bundle.schema.get("outcome")
+    return {"survival": "log relative hazard (the Cox risk score)",
+            "regression": "the prediction on its fitted scale"}.get(kind, "log-odds of the positive class")
+
+
 def explain_record(bundle, record: dict, predict_proba=None) -> dict:
     """``predict_proba(records) -> array`` (e.g. the service's compiled path, equal to the
-    bundle's within 1e-9) replaces ``bundle.predict_proba`` when given."""
+    bundle's within 1e-9) replaces ``bundle.predict_proba`` when given. Survival / regression
+    bundles are explained on their risk score (``bundle.risk_score``)."""
     names = bundle.feature_names
     refs = reference_values(bundle)
     base = bundle.frame([record])
+    if bundle.schema.get("outcome") in ("survival", "regression"):
+        rec = {n: record.get(n) for n in names}
+        z = np.asarray(bundle.risk_score([rec] + [dict(rec, **{n: refs[n]}) for n in names]), float)
+        return _result(bundle, names, refs, base, z, {"risk_score": float(z[0])})
     if predict_proba is not None:
         rec = {n: record.get(n) for n in names}
         variants = [rec] + [dict(rec, **{n: refs[n]}) for n in names]
@@ -66,12 +80,14 @@ def explain_record(bundle, record: dict, predict_proba=None) -> dict:
             rows.append(v)
         frame = pd.concat(rows, ignore_index=True)
         risk = bundle.predict_risk(frame)
-    z = _logit(risk)
+    return _result(bundle, names, refs, base, _logit(risk), {"probability": float(risk[0])})
+
+
+def _result(bundle, names, refs, base, z, head: dict) -> dict:
     contrib = z[0] - z[1:]
     items = [{"feature": n, "contribution": float(c), "reference": refs[n],
               "missing": bool(pd.isna(base[n].iloc[0])),
               "unit": bundle.feature_specs[n].get("unit")}
              for n, c in zip(names, contrib)]
     items.sort(key=lambda d: -abs(d["contribution"]))
-    return {"method": METHOD, "scale": "log-odds of the positive class",
-            "probability": float(risk[0]), "contributions": items}
+    return {"method": METHOD, "scale": scale(bundle), **head, "contributions": items}

@@ -8,7 +8,8 @@ with UCUM unit conversion. The mapped record then takes the same validated, audi
 ``/v1/predict``.
 
 Output: a FHIR ``RiskAssessment`` (``application/fhir+json``): the probability of the positive
-outcome, the model identity and version as ``method`` (and the resources used as ``basis``),
+outcome (survival bundles: one prediction per horizon, ``whenRange.high`` in UCUM time units),
+the model identity and version as ``method`` (and the resources used as ``basis``),
 the calibrated interval and the top contributions as ``note``. A Bundle that is not valid
 FHIR, lacks a required observation or carries a value in a unit that cannot be converted gets
 an ``OperationOutcome`` naming the code (HTTP 422), never a 500. Resources are validated with
@@ -32,6 +33,7 @@ from typing import Any, Callable
 
 __all__ = ["ServiceContext", "FhirInputError", "code_maps", "record_from_resources",
            "fhir_bundle_from_record", "risk_assessment", "operation_outcome", "fhir_router",
+           "outcome_text", "horizon_risks",
            "FHIR_JSON"]
 
 FHIR_JSON = "application/fhir+json"
@@ -381,12 +383,47 @@ def interval_text(pred: dict) -> str | None:
             f"calibration bin {u['bin'][0]:.2f}-{u['bin'][1]:.2f}, n={u.get('n')})")
 
 
-def contribution_text(c: dict, record: dict, specs: dict) -> str:
+_UCUM_TIME = {"seconds": "s", "minutes": "min", "hours": "h", "days": "d", "weeks": "wk",
+              "months": "mo", "years": "a"}
+
+
+def outcome_text(bundle) -> str:
+    """What the risk is of: ``"num = 1"`` (classification) or the event (survival)."""
+    if bundle.schema.get("outcome") == "survival":
+        return str(bundle.schema.get("label") or "the event")
+    names = bundle.schema.get("class_names") or [str(c) for c in bundle.classes]
+    return f"{bundle.schema.get('label', 'outcome')} = {names[bundle.positive_index]}"
+
+
+def horizon_risks(bundle, pred: dict) -> list[tuple[float, float, str]]:
+    """Survival predictions as ``(horizon, risk, time unit)``, shortest horizon first."""
+    unit = bundle.model.get("time_unit", "days")
+    return sorted((float(h), float(r), unit) for h, r in pred["risk"].items())
+
+
+def contribution_text(c: dict, record: dict, specs: dict, survival: bool = False) -> str:
     v = record.get(c["feature"])
     unit = specs.get(c["feature"], {}).get("unit") or ""
     shown = "missing" if v is None else f"{v:g} {unit}".strip() if isinstance(v, float) else str(v)
     way = "raises" if c["contribution"] > 0 else "lowers"
+    if survival:
+        return f"{c['feature']} = {shown} {way} the hazard ({c['contribution']:+.2f} log relative hazard)"
     return f"{c['feature']} = {shown} {way} the risk ({c['contribution']:+.2f} log-odds)"
+
+
+def _predictions(bundle, pred: dict) -> list[dict]:
+    """RiskAssessment.prediction: the positive class, or one entry per survival horizon."""
+    outcome = outcome_text(bundle)
+    if "risk" not in pred:
+        return [{"outcome": {"text": outcome}, "probabilityDecimal": round(float(pred["probability"]), 15)}]
+    out = []
+    for h, r, unit in horizon_risks(bundle, pred):
+        high = {"value": h, "unit": unit}
+        if unit in _UCUM_TIME:
+            high.update(system=UCUM, code=_UCUM_TIME[unit])
+        out.append({"outcome": {"text": f"{outcome} within {h:g} {unit}"},
+                    "probabilityDecimal": round(r, 15), "whenRange": {"high": high}})
+    return out
 
 
 def risk_assessment(bundle, pred: dict, record: dict, contribs: list[dict], basis: list[dict],
@@ -395,11 +432,10 @@ def risk_assessment(bundle, pred: dict, record: dict, contribs: list[dict], basi
     from fhir.resources.R4B.riskassessment import RiskAssessment
 
     specs = bundle.feature_specs
-    names = bundle.schema.get("class_names") or [str(c) for c in bundle.classes]
-    outcome = f"{bundle.schema.get('label', 'outcome')} = {names[bundle.positive_index]}"
+    survival = "risk" in pred
     subject = next((b for b in basis if b["reference"].startswith("Patient/")), None)
     notes = [{"text": f"Top contributions (occlusion to the training reference): "
-                      + "; ".join(contribution_text(c, record, specs) for c in contribs)}]
+                      + "; ".join(contribution_text(c, record, specs, survival) for c in contribs)}]
     iv = interval_text(pred)
     if iv:
         notes.append({"text": iv})
@@ -421,8 +457,7 @@ def risk_assessment(bundle, pred: dict, record: dict, contribs: list[dict], basi
                            f"(method {bundle.training.get('method')}, "
                            f"trained on {bundle.training.get('dataset')})"},
         "basis": [*basis, {"display": f"model bundle {bundle.model_version}"}],
-        "prediction": [{"outcome": {"text": outcome},
-                        "probabilityDecimal": round(float(pred["probability"]), 15)}],
+        "prediction": _predictions(bundle, pred),
         "note": notes,
     }
     ra = RiskAssessment.model_validate(res)

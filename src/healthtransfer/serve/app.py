@@ -510,9 +510,9 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
     from ._cds import cds_router
     from ._fhir import ServiceContext, fhir_router
 
-    # (class-probability bundles only: a RiskAssessment / card per horizon for survival and
-    # regression bundles is not built yet, so those endpoints are absent rather than wrong)
-    if not outcome_bundle:
+    # class-probability and survival bundles (a risk per horizon); a regression bundle predicts a
+    # quantity, not a risk, so it has no RiskAssessment or risk card: those endpoints are absent
+    if bundle.schema.get("outcome") != "regression":
         ctx = ServiceContext(bundle=bundle, require=require, serve=_serve, rid=_rid, drift=drift,
                              record_model=Record, preview_model=ExplainRequest,
                              predict_proba=predictor.predict_proba)

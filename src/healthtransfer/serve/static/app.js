@@ -125,6 +125,28 @@
   }
 
   function showPrediction(p) {
+    if (p.risk) {  // survival bundle: a risk per horizon
+      $("risk-value").textContent = Object.entries(p.risk)
+        .sort((a, b) => Number(a[0]) - Number(b[0]))
+        .map(([h, r]) => (100 * r).toFixed(1) + "% within " + h + " " + p.time_unit).join("; ");
+      $("risk-class").textContent = "";
+      $("risk-uncertainty").textContent = "No per-prediction interval for survival models; see the model card.";
+    } else if (p.prediction !== undefined) {  // regression bundle: the value and its interval
+      $("risk-value").textContent = Number(p.prediction).toFixed(2);
+      $("risk-class").textContent = "";
+      $("risk-uncertainty").textContent = (100 * p.interval_level).toFixed(0) + "% prediction interval " +
+        Number(p.interval[0]).toFixed(2) + "–" + Number(p.interval[1]).toFixed(2);
+    } else {
+      showRisk(p);
+    }
+    const list = $("risk-flags");
+    list.replaceChildren();
+    if (p.flags.missing.length) list.appendChild(el("li", { class: "warn" }, "not measured: " + p.flags.missing.join(", ")));
+    if (p.flags.outside_training_range.length) list.appendChild(el("li", { class: "warn" }, "outside the training range: " + p.flags.outside_training_range.join(", ")));
+    if (p.flags.unseen_category.length) list.appendChild(el("li", { class: "warn" }, "category not seen in training: " + p.flags.unseen_category.join(", ")));
+  }
+
+  function showRisk(p) {
     $("risk-value").textContent = (100 * p.probability).toFixed(1) + "%";
     $("risk-class").textContent = "predicted class " + p["class"];
     const u = p.uncertainty;
@@ -133,11 +155,6 @@
       ? "Observed rate for similar predicted risks on the target site: " + (100 * u.observed_rate).toFixed(0) +
         "% (" + (100 * u.interval[0]).toFixed(0) + "–" + (100 * u.interval[1]).toFixed(0) + "%)"
       : modelUncertainty();
-    const list = $("risk-flags");
-    list.replaceChildren();
-    if (p.flags.missing.length) list.appendChild(el("li", { class: "warn" }, "not measured: " + p.flags.missing.join(", ")));
-    if (p.flags.outside_training_range.length) list.appendChild(el("li", { class: "warn" }, "outside the training range: " + p.flags.outside_training_range.join(", ")));
-    if (p.flags.unseen_category.length) list.appendChild(el("li", { class: "warn" }, "category not seen in training: " + p.flags.unseen_category.join(", ")));
   }
 
   function modelUncertainty() {
