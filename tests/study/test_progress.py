@@ -22,7 +22,7 @@ def test_progress_total_counts_every_candidate(monkeypatch, grid):
             seen["steps"] += 1
         yield advance
 
-    monkeypatch.setattr(run_mod, "_progress", fake_progress)
+    monkeypatch.setattr(run_mod, "StepProgress", fake_progress)
     study = Study.model_validate({
         "study": {"name": "bar"}, "data": {"dataset": "uci_heart"},
         "transfer": {"sources": ["cleveland"], "target": "va", "seeds": 1, "labeled_target": [0, 20],

@@ -398,7 +398,8 @@ def check_outcome_data(study, ds: Dataset, outcome: Outcome) -> list[str]:
 
 def run_outcome_study(study, ds: Dataset, outcome: Outcome, *, methods=None, progress=True, keep_predictions=False):
     """Every (target, seed) unit of a survival or regression study, in this process."""
-    from .run import StudyResult, _progress
+    from ._progress import StepProgress
+    from .run import StudyResult
 
     t0 = _time.perf_counter()
     if outcome.kind == "survival":
@@ -416,7 +417,7 @@ def run_outcome_study(study, ds: Dataset, outcome: Outcome, *, methods=None, pro
     units = [(t, s) for t in _targets(study) for s in range(tr.seeds)]
     results, shipped = [], []
     steps = len(units) * len(tr.labeled_target) * (len(names) + 1)
-    with _progress(progress, steps, f"{study.study.name}: {len(names)} {outcome.kind} methods") as advance:
+    with StepProgress(progress, steps, f"{study.study.name}: {len(names)} {outcome.kind} methods") as advance:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):

@@ -36,6 +36,7 @@ from ..evaluation.calibration import logit
 from ..evaluation.metrics import fast_bootstrap_ci, score
 from ..methods import get_method
 from ..methods._registry import resolve_method
+from ._progress import StepProgress
 from .config import DEFAULT_METHODS, REFERENCE_METHODS, Study
 
 __all__ = ["StudyResult", "load_study_data", "run_study", "summarise", "check_study_data"]
@@ -503,12 +504,12 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
         # one step per candidate (a method's grid points count one each when selection grids)
         n_cand = len(expand_candidates(names, grid=bool(study.selection.grid)))
         steps = len(units) * len(tr.labeled_target) * (n_cand + int(bool(study.selection.enabled)))
-        with _progress(progress, steps, f"{study.study.name}: {len(names)} methods") as advance:
+        with StepProgress(progress, steps, f"{study.study.name}: {len(names)} methods") as advance:
             for t, s in units:
                 results.append(run_unit(ds, tr.sources, t, s, tr.labeled_target, names, tr.test_fraction,
                                         keep_predictions, study.selection, on_step=advance, keep_models=True))
     else:
-        with _progress(progress, len(units), f"{study.study.name}: {len(names)} methods") as advance:
+        with StepProgress(progress, len(units), f"{study.study.name}: {len(names)} methods") as advance:
             from ._backends import parallel_backend
 
             with parallel_backend(backend, n_jobs=n_jobs) as active:  # "ray"/"dask": same sweep on a cluster
@@ -518,7 +519,7 @@ def run_study(study: Study, *, methods: list[str] | None = None, data_dir=None, 
                     advance()
     shift = {}
     if study.selection.diagnose:
-        with _progress(progress, len(targets_of(study)), "shift diagnostics") as advance:
+        with StepProgress(progress, len(targets_of(study)), "shift diagnostics") as advance:
             shift = diagnose_targets(ds, tr.sources, targets_of(study), tr.test_fraction, on_target=advance)
     return StudyResult(
         study=study, dataset=ds,
@@ -544,94 +545,3 @@ def diagnose_targets(ds: Dataset, sources: list[str], targets: list[str], test_f
         tgt, split = split_target(ds, t, seed, test_fraction)  # labels used only to stratify
         out[t] = diagnose(ds, sources, t, rows_target=tgt.index[split.pool], random_state=seed, n_permutations=50)
     return out
-
-
-class _progress:
-    """A rich progress bar when asked for (and a terminal or CI log is there), else nothing."""
-
-    def __init__(self, enabled: bool, total: int, label: str):
-        self.enabled, self.total, self.label = enabled, total, label
-
-    def __enter__(self):
-        """Returns ``advance(what=None)``: one step done; ``what`` (the step now starting) is shown."""
-        if not self.enabled:
-            return lambda what=None: None
-        from rich.console import Console
-
-        if not Console(stderr=True).is_terminal:
-            self._log = _LogProgress(self.total, self.label)
-            return self._log.advance
-        self._log = None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        # on stderr, so that stdout carries only results (e.g. `run --json | jq`)
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                           transient=False, console=Console(stderr=True))
-        self._p.start()
-        self._task = self._p.add_task(self.label, total=self.total)
-        self._started = False
-
-        def advance(what=None):
-            if what is None:
-                self._p.advance(self._task)
-                return
-            # a step starting: the previous one has finished
-            if self._started:
-                self._p.advance(self._task)
-            self._started = True
-            self._p.update(self._task, description=f"{self.label} | {what}")
-
-        return advance
-
-    def __exit__(self, *exc):
-        if self.enabled and self._log is not None:
-            self._log.finish()
-        elif self.enabled:
-            if self._started:
-                self._p.update(self._task, completed=self.total, description=self.label)
-            self._p.stop()
-        return False
-
-
-class _LogProgress:
-    """Progress for logs (stderr not a terminal): a line when a tenth of the steps is done, or
-    every 30 s, with the elapsed time and an estimate of the time left.
-
-    >>> p = _LogProgress(4, "demo", out=print, clock=iter([0, 10, 20, 30, 40, 50]).__next__)
-    >>> for _ in range(4): p.advance()
-    demo: 1/4 done, 0:00:10 elapsed, about 0:00:30 left
-    demo: 2/4 done, 0:00:20 elapsed, about 0:00:20 left
-    demo: 3/4 done, 0:00:30 elapsed, about 0:00:10 left
-    demo: 4/4 done, 0:00:40 elapsed, about 0:00:00 left
-    """
-
-    def __init__(self, total: int, label: str, out=None, clock=time.monotonic):
-        import sys
-
-        self.total, self.label, self.clock = max(1, total), label, clock
-        self.out = out or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.t0 = self.last = clock()
-        self.done, self.started, self.shown = 0, False, -1
-
-    def advance(self, what=None):
-        if what is not None and not self.started:  # the first step starting: nothing done yet
-            self.started = True
-            return
-        self.done = min(self.total, self.done + 1)
-        now = self.clock()
-        tenth = self.done * 10 // self.total
-        if tenth != self.shown or now - self.last >= 30:
-            self.shown, self.last = tenth, now
-            left = (now - self.t0) / self.done * (self.total - self.done)
-            self.out(f"{self.label}: {self.done}/{self.total} done, {_hms(now - self.t0)} elapsed, "
-                     f"about {_hms(left)} left")
-
-    def finish(self):
-        if self.done < self.total:
-            self.done = self.total - 1
-            self.advance()
-
-
-def _hms(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
