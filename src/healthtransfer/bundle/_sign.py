@@ -26,10 +26,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from ..errors import UserInputError
+from ..reports._io import atomic_write_bytes
 
 __all__ = ["TrustStore", "as_trust", "check_signature", "generate_keypair", "key_id",
            "sign_bundle", "sign_bytes"]
@@ -51,17 +51,6 @@ def key_id(public_key) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _write_private(path: Path, data: bytes, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def generate_keypair(private_path: str | Path) -> Path:
     """Write a new Ed25519 private key (PEM, mode 0600) and its public key beside it
     (``<private>.pub.pem``); return the public key's path. Refuses to overwrite a key."""
@@ -72,10 +61,10 @@ def generate_keypair(private_path: str | Path) -> Path:
         raise UserInputError("already exists", where=str(private_path),
                              fix="choose another file name; a signing key is never overwritten")
     key = ed25519.Ed25519PrivateKey.generate()
-    _write_private(private_path, key.private_bytes(
+    atomic_write_bytes(private_path, key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()), 0o600)
-    _write_private(public_path, key.public_key().public_bytes(
+    atomic_write_bytes(public_path, key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
     return public_path
 
@@ -112,7 +101,7 @@ def sign_bundle(bundle_dir: str | Path, private_path: str | Path) -> str:
     content = sign_bytes((bundle_dir / MANIFEST).read_bytes(), private_path)
     # verify_bundle() has read the manifest; re-reading it here is safe because the signature
     # is checked against the bytes read at load time, never against this read.
-    _write_private(bundle_dir / SIGNATURE, content + b"\n", 0o644)
+    atomic_write_bytes(bundle_dir / SIGNATURE, content + b"\n", 0o644)
     return json.loads(content)["key_id"]
 
 

@@ -13,11 +13,16 @@ from pathlib import Path
 __all__ = ["atomic_output_dir", "atomic_write_text", "atomic_write_bytes", "replace_path"]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, then rename it over ``path``:
+    a reader sees the old file or the new one, never half of it. The file is created 0600
+    (mkstemp) and set to ``mode`` before the rename when given (e.g. 0o644 for a public key)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
