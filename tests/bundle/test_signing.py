@@ -41,7 +41,9 @@ def copy(signed, tmp_path):
 
 def test_signed_bundle_loads_with_its_key(signed, keys):
     assert load_bundle(signed, trust=keys["a"]).model is not None
-    assert (keys["a_priv"].stat().st_mode & 0o777) == 0o600
+    assert (keys["a_priv"].stat().st_mode & 0o777) == 0o600  # the private key: owner only
+    assert (keys["a"].stat().st_mode & 0o777) == 0o644  # the public key: readable by all
+    assert not list(keys["a"].parent.glob(".*"))  # no temporary file left beside them
 
 
 def test_unknown_signer_is_refused_unless_allowed(signed, keys):
