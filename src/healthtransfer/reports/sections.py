@@ -15,6 +15,7 @@ from .html import Section, esc, figure_to_img, table_html
 __all__ = [
     "selection_section", "calibration_section",
     "subgroup_section", "explanation_section", "recommendation_section", "label_efficiency_plot",
+    "auroc_vs_nt_plot",
     "final_model_section",
 ]
 
@@ -28,37 +29,51 @@ def _plt():
     return plt
 
 
-def label_efficiency_plot(df: pd.DataFrame) -> str:
-    """Target AUROC against n_t: baselines, each family's best method and the selected model."""
+BASELINES = ("source_gbm", "source_lr", "target_gbm", "pooled_gbm", "pooled_lr")
+
+
+def auroc_vs_nt_plot(df: pd.DataFrame, pick, caption: str, size=(4.8, 3.8)) -> str:
+    """Target AUROC against n_t per target, one line (mean ± 1 s.d. over splits) per method that
+    ``pick(rows of one target) -> [(method, label, style)]`` returns; a method run at one budget
+    only is a dashed level. The one drawing of this curve (results and selection sections)."""
     plt = _plt()
     targets = list(dict.fromkeys(df["target"]))
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.8 * len(targets), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(targets), figsize=(size[0] * len(targets), size[1]), squeeze=False)
     for ax, t in zip(axes[0], targets):
         g = df[df["target"] == t]
-        means = g.groupby("method")["auroc"].mean()
-        show = [m for m in ("source_gbm", "source_lr", "target_gbm", "pooled_gbm", "pooled_lr") if m in means.index]
-        for fam in ("instance", "feature", "model", "relation"):
-            fam_means = g[g["family"] == fam].groupby("method")["auroc"].mean()
-            fam_means = fam_means[fam_means.index != "selected"]
-            if len(fam_means):  # each family's best by mean test AUROC: picked with test labels
-                show.append(fam_means.idxmax())
-        if "selected" in means.index:
-            show.append("selected")
-        for m in show:
+        for m, label, style in pick(g):
             stats = g[g["method"] == m].groupby("n_labeled")["auroc"].agg(["mean", "std", "count"])
-            style = dict(lw=2.6, color="black") if m == "selected" else dict(lw=1.2)
+            if len(stats) == 1:
+                ax.axhline(stats["mean"].iloc[0], ls="--", lw=1, label=label)
+                continue
             half = stats["std"].fillna(0)  # spread over splits, not a CI of the mean
-            best = m not in ("selected", "source_gbm", "source_lr", "target_gbm", "pooled_gbm", "pooled_lr")
-            line = ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=f"{m} (best*)" if best else m,
-                           **style)[0]
+            line = ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label, **style)[0]
             ax.fill_between(stats.index, stats["mean"] - half, stats["mean"] + half, alpha=0.12, color=line.get_color())
         ax.set_title(f"target: {t}")
         ax.set_xlabel("labelled target rows (n_t)")
         ax.set_ylabel("target-test AUROC (mean ± 1 s.d. over splits)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    return figure_to_img(fig, "Label efficiency: target AUROC against n_t. best* = each family's best method by mean "
-                         "test AUROC, picked with test labels (a reference, not a choice); bands: ± 1 s.d. over splits")
+    return figure_to_img(fig, caption)
+
+
+def label_efficiency_plot(df: pd.DataFrame) -> str:
+    """Target AUROC against n_t: baselines, each family's best method and the selected model."""
+    def pick(g):
+        means = g.groupby("method")["auroc"].mean()
+        out = [(m, m, dict(lw=1.2)) for m in BASELINES if m in means.index]
+        for fam in ("instance", "feature", "model", "relation"):
+            fam_means = g[g["family"] == fam].groupby("method")["auroc"].mean()
+            fam_means = fam_means[fam_means.index != "selected"]
+            if len(fam_means):  # each family's best by mean test AUROC: picked with test labels
+                out.append((fam_means.idxmax(), f"{fam_means.idxmax()} (best*)", dict(lw=1.2)))
+        if "selected" in means.index:
+            out.append(("selected", "selected", dict(lw=2.6, color="black")))
+        return out
+
+    return auroc_vs_nt_plot(df, pick, "Label efficiency: target AUROC against n_t. best* = each family's best method "
+                            "by mean test AUROC, picked with test labels (a reference, not a choice); bands: ± 1 s.d. "
+                            "over splits")
 
 
 def selection_section(result, summary: list[dict]) -> Section:

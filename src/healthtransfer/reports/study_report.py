@@ -144,32 +144,17 @@ def _results_table(result) -> Section:
 
 
 def _plot(df: pd.DataFrame) -> str:
-    import matplotlib
+    from .sections import auroc_vs_nt_plot
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    targets = list(dict.fromkeys(df["target"]))
-    fig, axes = plt.subplots(1, len(targets), figsize=(4.6 * len(targets), 3.6), squeeze=False)
     # the 8 methods with the best mean test AUROC: a display choice made with test labels
     best = df.groupby("method")["auroc"].mean().sort_values(ascending=False).index[:8]
-    for ax, t in zip(axes[0], targets):
-        g = df[(df["target"] == t) & df["method"].isin(best)]
-        for m, gm in g.groupby("method"):
-            stats = gm.groupby("n_labeled")["auroc"].agg(["mean", "std", "count"])
-            if len(stats) == 1:
-                ax.axhline(stats["mean"].iloc[0], ls="--", lw=1, label=m)
-                continue
-            half = stats["std"].fillna(0)  # spread over splits, not a CI of the mean
-            line = ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=m)[0]
-            ax.fill_between(stats.index, stats["mean"] - half, stats["mean"] + half, alpha=0.12, color=line.get_color())
-        ax.set_title(f"target: {t}")
-        ax.set_xlabel("labelled target rows (n_t)")
-        ax.set_ylabel("target-test AUROC (mean ± 1 s.d. over splits)")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    return figure_to_img(fig, "Target AUROC against the number of labelled target rows: the 8 methods with the best "
-                         "mean test AUROC (best: picked with test labels); bands are ± 1 s.d. over splits")
+
+    def pick(g):
+        return [(m, m, {}) for m in sorted(set(g["method"]) & set(best))]
+
+    return auroc_vs_nt_plot(df, pick, "Target AUROC against the number of labelled target rows: the 8 methods with "
+                            "the best mean test AUROC (best: picked with test labels); bands are ± 1 s.d. over splits",
+                            size=(4.6, 3.6))
 
 
 def _skipped(result) -> Section | None:
