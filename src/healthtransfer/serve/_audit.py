@@ -38,6 +38,7 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import hashlib
@@ -262,7 +263,8 @@ class AuditLog:
                 conn.invalidate()  # do not return a connection in an unknown state to the pool
             raise
 
-    _sqlite_insert = (f"INSERT INTO audit ({', '.join(_INSERT_COLUMNS)}) "
+    # constant column names and bound '?' parameters: no value is ever formatted into the SQL
+    _sqlite_insert = (f"INSERT INTO audit ({', '.join(_INSERT_COLUMNS)}) "  # nosec B608 # constant columns, bound values
                       f"VALUES ({', '.join('?' * len(_INSERT_COLUMNS))})")
 
     def ready(self) -> bool:
@@ -383,19 +385,15 @@ class _Checkpointer:
                     cur = conn.cursor()
                     cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     cur.close()
-                except Exception:  # nosec B112 # busy, read-only, gone: the next round retries
+                except Exception:  # busy, read-only, gone: the next round retries
                     if conn is not None:
-                        try:
+                        with contextlib.suppress(Exception):  # a broken connection: drop it
                             conn.invalidate()
-                        except Exception:  # nosec B110
-                            pass
                         conn = None
         finally:
             if conn is not None:
-                try:
+                with contextlib.suppress(Exception):  # interpreter shutdown
                     conn.close()
-                except Exception:  # nosec B110 # interpreter shutdown
-                    pass
 
 
 def export_csv(url: str, out_csv: str | Path) -> int:
