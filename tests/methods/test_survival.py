@@ -174,3 +174,29 @@ def test_stratified_cox_has_a_baseline_per_site_and_matches_lifelines():
     Xc = np.column_stack([X, np.ones(len(X))])
     const = make_method("stratified_cox").fit(Xc[fit], ym[fit], sample_domain=d[fit])
     assert const.est_.coef_[-1] == 0 and np.allclose(const.predict(Xc[test]), m.predict(X[test]), atol=1e-6)
+
+
+@pytest.mark.parametrize("shift,n_lab", [(1.0, 60), (2.0, 120), (2.5, 40)])
+def test_recalibration_blend_lies_between_the_source_and_the_full_refit(shift, n_lab):
+    """At every time, the shrunk recalibration's mean risk over the target rows lies between the
+    source model's and the full refit's (prior_events=0): a blend of two calibrations, never
+    outside both (the refit's baseline is re-expressed for the blended slope, as the source's)."""
+    from healthtransfer.methods.survival import CoxSurvival, RecalibratedCox
+
+    X, y, d = make_survival_domains(n_source=300, n_target=240, shift=shift, random_state=3)
+    lab = np.zeros(int((d < 0).sum()), bool)
+    lab[:n_lab] = True
+    yf = np.concatenate([y[d > 0], masked_survival(y[d < 0], lab)])
+    Xt = X[d < 0]
+    times = np.quantile(y["time"][d < 0][y["event"][d < 0]], [0.2, 0.4, 0.6, 0.8])
+
+    def mean_risk(est):
+        return 1 - est.predict_survival(Xt, times).mean(axis=0)
+
+    src = mean_risk(CoxSurvival(rows="source").fit(X, yf, sample_domain=d))
+    full_m = RecalibratedCox(prior_events=0.0).fit(X, yf, sample_domain=d)
+    shrunk_m = RecalibratedCox().fit(X, yf, sample_domain=d)
+    full, shrunk = mean_risk(full_m), mean_risk(shrunk_m)
+    assert 0 < shrunk_m.weight_ < 1 and abs(full_m.slope_fitted_ - 1) > 0.05  # a real blend of two models
+    lo, hi = np.minimum(src, full) - 1e-9, np.maximum(src, full) + 1e-9
+    assert np.all((lo <= shrunk) & (shrunk <= hi)), (src, shrunk, full)

@@ -401,12 +401,13 @@ class RecalibratedCox(_SurvivalBase):
     events is flat after the last one), so each is pulled toward the source model with a prior
     worth ``prior_events`` pseudo-events: with ``w = events / (events + prior_events)``,
 
-        slope = 1 + w (b - 1),    H0(t) = (1 - w) H_s'(t) + w H_t(t),    H(t | x) = H0(t) exp(slope lp)
+        slope = 1 + w (b - 1),    H0(t) = (1 - w) H_s'(t) + w H_t'(t),    H(t | x) = H0(t) exp(slope lp)
 
     where ``H_s'`` is the source baseline re-expressed for the new slope so that at every time
-    the mean risk over the target rows (features only) is the source model's: the blend then
-    interpolates calibration in the large between the source and the refit. 4 events move the
-    source model a little (w = 0.29 with the default 10) and hundreds give the full refit. A slope estimated below 0 (the source ranking reversed) counts as 0.
+    the mean risk over the target rows (features only) is the source model's, and ``H_t'`` the
+    target's Breslow baseline (fitted at ``b``) re-expressed the same way so that it keeps the
+    full refit's mean risk: the blend then interpolates calibration in the large between the
+    source and the refit. 4 events move the source model a little (w = 0.29 with the default 10) and hundreds give the full refit. A slope estimated below 0 (the source ranking reversed) counts as 0.
     """
 
     family = "model"
@@ -436,15 +437,19 @@ class RecalibratedCox(_SurvivalBase):
             self.slope_fitted_ = max(float(_cox(1e-4).fit(lp_t[:, None], yt).coef_[0]), 0.0)
         w = self.weight_
         self.slope_ = 1.0 + w * (self.slope_fitted_ - 1.0)
-        target = BreslowEstimator().fit(self.slope_ * lp_t, yt["event"], yt["time"])
+        # the full refit: Breslow baseline at the fitted slope (the pair that is calibrated on
+        # the target labels; a baseline fitted at another slope is not)
+        target = BreslowEstimator().fit(self.slope_fitted_ * lp_t, yt["event"], yt["time"])
         times = np.union1d(s_est.unique_times_, target.unique_times_)
         S_s = _step(s_est.unique_times_, s_est.baseline_survival_.y, times, 1.0)
-        # the source's baseline re-expressed for the new slope so that at every time the mean
-        # risk over the target rows (features only) is the source model's: blending it with the
-        # target's Breslow baseline then blends the two models' calibration in the large
-        # (blended as they are, a slope below 1 would shrink every prediction through exp(slope lp))
-        H_s = _same_mean_risk(-np.log(np.clip(S_s, 1e-300, 1.0)), X[d < 0] @ s_est.coef_, self.slope_)
-        H_t = _step(target.cum_baseline_hazard_.x, target.cum_baseline_hazard_.y, times, 0.0)
+        # both baselines re-expressed for the blended slope so that at every time the mean risk
+        # over the target rows (features only) is that model's own (the source model; the full
+        # refit): blending them then blends the two models' calibration in the large (blended
+        # as they are, a slope below 1 would shrink every prediction through exp(slope lp))
+        lp_rows = X[d < 0] @ s_est.coef_
+        H_s = _same_mean_risk(-np.log(np.clip(S_s, 1e-300, 1.0)), lp_rows, self.slope_ * lp_rows)
+        H_t = _same_mean_risk(_step(target.cum_baseline_hazard_.x, target.cum_baseline_hazard_.y, times, 0.0),
+                              self.slope_fitted_ * lp_rows, self.slope_ * lp_rows)
         H0 = (1 - w) * H_s + w * H_t
         self.est_ = _ProportionalHazards(self.slope_ * s_est.coef_, times, np.exp(-H0))
 
@@ -457,13 +462,14 @@ class RecalibratedCox(_SurvivalBase):
                 "baseline_survival": self.est_.baseline_survival_.tolist(), "map": None}
 
 
-def _same_mean_risk(H, lp, slope, iters=60) -> np.ndarray:
-    """Per time, the baseline ``H'`` with mean(1 - exp(-H' e^(slope lp))) = mean(1 - exp(-H e^lp))
-    over the rows ``lp`` (bisection on log H', all times at once)."""
+def _same_mean_risk(H, lp_from, lp_to, iters=60) -> np.ndarray:
+    """Per time, the baseline ``H'`` with mean(1 - exp(-H' e^lp_to)) = mean(1 - exp(-H e^lp_from))
+    over the same rows (bisection on log H', all times at once): the model (H, lp_from)
+    re-expressed for the linear predictors ``lp_to`` with the same mean risk at every time."""
     H = np.asarray(H, float)
-    want = np.mean(-np.expm1(-H[:, None] * np.exp(lp)[None, :]), axis=1)
+    want = np.mean(-np.expm1(-H[:, None] * np.exp(lp_from)[None, :]), axis=1)
     lo, hi = np.full(len(H), -40.0), np.full(len(H), 15.0)
-    e = np.exp(slope * lp)[None, :]
+    e = np.exp(lp_to)[None, :]
     for _ in range(iters):
         mid = (lo + hi) / 2
         got = np.mean(-np.expm1(-np.exp(mid)[:, None] * e), axis=1)
