@@ -424,6 +424,7 @@ def test_fhir_survival_gives_a_risk_per_horizon_equal_to_v1_predict(surv):
         assert all(p.whenRange.high.code == "d" and p.whenRange.high.system == "http://unitsofmeasure.org"
                    for p in ra.prediction)
         assert ra.prediction[0].outcome.text == "death within 7 days"
+        assert all(float(p.whenRange.low.value) == 0 for p in ra.prediction)
         for hz, risk in w["risk"].items():
             assert abs(got[float(hz)] - risk) <= 1e-9
         assert got[7.0] <= got[14.0]
@@ -457,7 +458,8 @@ def test_cds_survival_card_names_every_horizon(surv, no_network):
         assert "within 7 days" in main["summary"] and "within 14 days" in main["summary"]
         for hz, risk in want.items():
             assert f"within {hz} days**: {100 * risk:.1f}%" in main["detail"]
-        assert "Main contributors" in main["detail"] and "hazard" in main["detail"]
+        contributors = main["detail"].split("**Main contributors**")[1].split("\n\n")[0].splitlines()[1:]
+        assert len(contributors) == 3 and all(c.endswith("log relative hazard)") for c in contributors)
         assert e["app"].state.audit.count() == before + 2  # the card's risk and the check above
     d = e["client"].get("/cds-services", headers={"X-API-Key": surv["key"]}).json()
     assert "death within 7, 14 days" in d["services"][0]["title"]
@@ -470,3 +472,12 @@ def test_regression_bundles_have_no_risk_endpoints(surv):
     assert e["client"].get("/cds-services", headers=h).status_code == 404
     r = e["client"].post("/v1/explain", json={"record": surv["survival"]["rows"][0]}, headers=h)
     assert r.status_code == 200 and r.json()["scale"] == "the prediction on its fitted scale"
+
+
+def test_horizon_keys_are_exact():
+    from healthtransfer.bundle._outcome import horizon_key
+
+    assert horizon_key(7.0) == "7" and horizon_key(0.5) == "0.5"
+    assert horizon_key(1234567.0) != horizon_key(1234568.0)
+    for h in (1234567.0, 1e-7, 365.25, 1826.0):
+        assert float(horizon_key(h)) == h

@@ -188,7 +188,7 @@ class OutcomeBundle(Bundle):
         if m["kind"] == "survival":
             hz = [float(h) for h in m["horizons"]]
             S = self.survival(records, [*hz, *m["curve_times"]])
-            return [{"risk": {f"{h:g}": 1.0 - float(s[i]) for i, h in enumerate(hz)},
+            return [{"risk": {horizon_key(h): 1.0 - float(s[i]) for i, h in enumerate(hz)},
                      "curve": {"times": m["curve_times"], "survival": [float(v) for v in s[len(hz):]]},
                      "time_unit": m["time_unit"]} for s in S]
         lp = self.risk_score(records)
@@ -196,6 +196,13 @@ class OutcomeBundle(Bundle):
         q = float(m["interval_halfwidth"])
         return [{"prediction": float(inv(v)), "interval": [float(inv(v - q)), float(inv(v + q))],
                  "interval_level": m["interval_level"]} for v in lp]
+
+
+def horizon_key(h: float) -> str:
+    """The key of a horizon's risk: ``"7"`` for 7.0, exact for any float (``:g`` alone keeps six
+    digits, so 1234567 and 1234568 would share a key)."""
+    short = f"{h:g}"
+    return short if float(short) == h else repr(float(h))
 
 
 def is_outcome_bundle(path) -> bool:

@@ -57,9 +57,9 @@ def _prefetch_key(name: str, m) -> str:
 
 def discovery(bundle, maps: dict) -> dict:
     what = outcome_text(bundle)
-    if bundle.schema.get("outcome") == "survival":
-        what += " within " + ", ".join(f"{h:g}" for h in bundle.model["horizons"]) + " " \
-            + bundle.model.get("time_unit", "days")
+    if bundle.manifest.get("outcome") == "survival":
+        what += " within " + ", ".join(f"{float(h):g}" for h in bundle.model["horizons"]) + " " \
+            + str(bundle.model.get("time_unit", "days"))
     pre = prefetch_templates(maps)
     return {"services": [
         {"hook": hook, "id": sid,
@@ -174,7 +174,11 @@ def cds_router(ctx):
         survival = "risk" in pred
         if survival:  # one risk per horizon (no calibrated interval for survival bundles)
             hz = horizon_risks(bundle, pred)
-            summary = f"Risk of {outcome}: " + "; ".join(f"{100 * r:.0f}% within {h:g} {u}" for h, r, u in hz)
+            parts = [f"{100 * r:.0f}% within {h:g} {u}" for h, r, u in hz]
+            summary = f"Risk of {outcome}: " + "; ".join(parts)
+            while len(summary) > 139 and len(parts) > 1:  # cut at a horizon, never inside a number
+                parts.pop()
+                summary = f"Risk of {outcome}: " + "; ".join(parts) + "; …"
             head = [f"- **Probability of {outcome} within {h:g} {u}**: {100 * r:.1f}%" for h, r, u in hz]
             scale = "log relative hazard"
         else:

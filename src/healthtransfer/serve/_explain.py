@@ -52,7 +52,7 @@ def reference_values(bundle) -> dict:
 
 def scale(bundle) -> str:
     """What a contribution measures for this bundle."""
-    kind = bundle.schema.get("outcome")
+    kind = bundle.manifest.get("outcome")  # verified against model.json by the loader
     return {"survival": "log relative hazard (the Cox risk score)",
             "regression": "the prediction on its fitted scale"}.get(kind, "log-odds of the positive class")
 
@@ -64,7 +64,7 @@ def explain_record(bundle, record: dict, predict_proba=None) -> dict:
     names = bundle.feature_names
     refs = reference_values(bundle)
     base = bundle.frame([record])
-    if bundle.schema.get("outcome") in ("survival", "regression"):
+    if bundle.manifest.get("outcome") in ("survival", "regression"):
         rec = {n: record.get(n) for n in names}
         z = np.asarray(bundle.risk_score([rec] + [dict(rec, **{n: refs[n]}) for n in names]), float)
         return _result(bundle, names, refs, base, z, {"risk_score": float(z[0])})

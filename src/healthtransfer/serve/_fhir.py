@@ -389,7 +389,7 @@ _UCUM_TIME = {"seconds": "s", "minutes": "min", "hours": "h", "days": "d", "week
 
 def outcome_text(bundle) -> str:
     """What the risk is of: ``"num = 1"`` (classification) or the event (survival)."""
-    if bundle.schema.get("outcome") == "survival":
+    if bundle.manifest.get("outcome") == "survival":
         return str(bundle.schema.get("label") or "the event")
     names = bundle.schema.get("class_names") or [str(c) for c in bundle.classes]
     return f"{bundle.schema.get('label', 'outcome')} = {names[bundle.positive_index]}"
@@ -397,8 +397,10 @@ def outcome_text(bundle) -> str:
 
 def horizon_risks(bundle, pred: dict) -> list[tuple[float, float, str]]:
     """Survival predictions as ``(horizon, risk, time unit)``, shortest horizon first."""
-    unit = bundle.model.get("time_unit", "days")
-    return sorted((float(h), float(r), unit) for h, r in pred["risk"].items())
+    from ..bundle._outcome import horizon_key
+
+    unit = str(bundle.model.get("time_unit", "days"))
+    return sorted((float(h), float(pred["risk"][horizon_key(float(h))]), unit) for h in bundle.model["horizons"])
 
 
 def contribution_text(c: dict, record: dict, specs: dict, survival: bool = False) -> str:
@@ -418,11 +420,13 @@ def _predictions(bundle, pred: dict) -> list[dict]:
         return [{"outcome": {"text": outcome}, "probabilityDecimal": round(float(pred["probability"]), 15)}]
     out = []
     for h, r, unit in horizon_risks(bundle, pred):
-        high = {"value": h, "unit": unit}
-        if unit in _UCUM_TIME:
-            high.update(system=UCUM, code=_UCUM_TIME[unit])
+        low, high = {"value": 0.0, "unit": unit}, {"value": h, "unit": unit}
+        code = _UCUM_TIME.get(unit.lower()) or _UCUM_TIME.get(unit.lower() + "s")
+        if code:
+            for q in (low, high):
+                q.update(system=UCUM, code=code)
         out.append({"outcome": {"text": f"{outcome} within {h:g} {unit}"},
-                    "probabilityDecimal": round(r, 15), "whenRange": {"high": high}})
+                    "probabilityDecimal": round(r, 15), "whenRange": {"low": low, "high": high}})
     return out
 
 
@@ -454,8 +458,9 @@ def risk_assessment(bundle, pred: dict, record: dict, contribs: list[dict], basi
                                "display": f"healthtransfer {bundle.training.get('method')} "
                                           f"model"}],
                    "text": f"healthtransfer model {bundle.model_version} "
-                           f"(method {bundle.training.get('method')}, "
-                           f"trained on {bundle.training.get('dataset')})"},
+                           f"(method {bundle.training.get('method')}"
+                           + (f", trained on {bundle.training['dataset']})" if bundle.training.get("dataset")
+                              else ")")},
         "basis": [*basis, {"display": f"model bundle {bundle.model_version}"}],
         "prediction": _predictions(bundle, pred),
         "note": notes,

@@ -512,7 +512,7 @@ def create_app(bundle_dir, *, api_keys_file=None, audit_url=None, max_batch: int
 
     # class-probability and survival bundles (a risk per horizon); a regression bundle predicts a
     # quantity, not a risk, so it has no RiskAssessment or risk card: those endpoints are absent
-    if bundle.schema.get("outcome") != "regression":
+    if bundle.manifest.get("outcome") != "regression":  # verified against model.json by the loader
         ctx = ServiceContext(bundle=bundle, require=require, serve=_serve, rid=_rid, drift=drift,
                              record_model=Record, preview_model=ExplainRequest,
                              predict_proba=predictor.predict_proba)
