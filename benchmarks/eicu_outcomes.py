@@ -5,7 +5,8 @@ Runs the product's own unit runner (``healthtransfer.study.outcome.run_outcome_u
 finishes (a stopped run keeps what it did; a re-run skips units already there), then writes
 ``results/eicu_outcomes.json`` and ``results/eicu_outcomes.md``.
 
-    nice python benchmarks/eicu_outcomes.py --seeds 20          # full protocol
+    nice python benchmarks/eicu_outcomes.py --seeds 20          # Midwest -> South, 20 seeds
+    nice python benchmarks/eicu_outcomes.py --seeds 10 --pairs South:Midwest West:South
     python benchmarks/eicu_outcomes.py --summarise              # tables from the JSONL only
 """
 
@@ -41,7 +42,7 @@ def _jsonable(r: dict) -> dict:
     return out
 
 
-def run(seeds: int, outcomes: list[str], path: Path) -> None:
+def run(seeds: int, outcomes: list[str], path: Path, pairs=PAIRS) -> None:
     from threadpoolctl import threadpool_limits
 
     from healthtransfer.study.config import load_study
@@ -55,7 +56,7 @@ def run(seeds: int, outcomes: list[str], path: Path) -> None:
             done.add((r["bench_outcome"], r["sources"][0], r["target"], r["seed"]))
     for name in outcomes:
         study = load_study(STUDIES[name])
-        for src, tgt in PAIRS:
+        for src, tgt in pairs:
             study.transfer.sources, study.transfer.target = [src], tgt
             ds = load_study_data(study, DATA_DIR)
             oc = outcome_of(study, ds)
@@ -139,9 +140,14 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--outcomes", nargs="+", default=["survival", "los"], choices=["survival", "los"])
+    ap.add_argument("--pairs", nargs="+", default=[f"{s}:{t}" for s, t in PAIRS], metavar="SOURCE:TARGET",
+                    help="region pairs (default Midwest:South); regions Midwest, South, West, Northeast")
     ap.add_argument("--summarise", action="store_true", help="only write the tables from the JSONL")
     a = ap.parse_args()
     path = RESULTS / "eicu_outcomes.jsonl"
     if not a.summarise:
-        run(a.seeds, a.outcomes, path)
+        pairs = [tuple(p.split(":", 1)) for p in a.pairs]
+        if any(len(p) != 2 for p in pairs):
+            ap.error("--pairs takes SOURCE:TARGET, e.g. South:Midwest")
+        run(a.seeds, a.outcomes, path, pairs)
     summarise(path)
