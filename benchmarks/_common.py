@@ -1,20 +1,8 @@
 """Shared harness for the benchmark scripts: our methods and skada's on identical splits.
 
-One *unit* is one (pair, seed). Inside a unit:
-
-1. our registered methods are fitted through :func:`healthtransfer.study.run.run_unit` (the
-   product's own runner: same split, same preprocessing fitted on source + target pool only,
-   the reference score appended for reference-score methods, scored on the rows the protocol
-   scores);
-2. ``selected``: a second ``run_unit`` call over a small candidate pool with selection on
-   (``healthtransfer.selection.select`` on the fit rows only, then its calibration step),
-   exactly as a study runs it; its test metrics are those of the chosen candidate;
-3. skada's DA pipelines (``make_da_pipeline(adapter, LogisticRegression)``) on the very same
-   preprocessed matrices, rebuilt here with the same ``target_split`` / ``make_preprocessor``
-   calls. skada masks target labels (``mask_target_labels=True``), so a skada fit does not
-   depend on n_t: it is fitted once per unit and scored on the same test rows for every
-   budget. ``skada:SourceOnly`` (no adapter) is a parity check against our ``source_lr``;
-4. optional dataset-specific extras (e.g. APACHE IV recal-ITL, protocol LightGBM).
+One *unit* is one (pair, seed): our methods, ``selected``, skada's pipelines and the
+dataset's extras on one split (what each part does: :mod:`_units`). skada masks target labels,
+so a skada fit does not depend on n_t and is scored on the same test rows at every budget.
 
 Units run in parallel with joblib (``n_jobs=2``), each single-threaded. The parts live in
 :mod:`_units` (configuration, split, one unit), :mod:`_skada_runner` (skada's pipelines) and

@@ -261,9 +261,8 @@ def write_outcome_outputs(result, out, *, bundle: bool = True) -> Path:
     written to a temporary folder, checked and discarded). A failed check writes nothing."""
     import tempfile
 
-    from ..errors import UserInputError
     from ..study.outcome_final import finalise_outcome, outcome_deployment_check
-    from ..study.outputs import bundle_folder
+    from ..study.outputs import write_checked_bundles
 
     out = Path(out)
     oc = result.outcome
@@ -272,19 +271,9 @@ def write_outcome_outputs(result, out, *, bundle: bool = True) -> Path:
     with atomic_output_dir(out) as stage, tempfile.TemporaryDirectory(prefix="ht-bundles-") as scratch:
         from ..bundle._outcome import write_outcome_bundle
 
-        root = stage / "bundle" if bundle else Path(scratch)
-        result.deployment = {}
-        for t, fm in result.finals.items():
-            path = root / bundle_folder(t)
-            write_outcome_bundle(fm, result, path)
-            check = outcome_deployment_check(fm, path, result)
-            check["bundle_dir"] = f"bundle/{bundle_folder(t)}" if bundle else None
-            result.deployment[t] = check
-            if not check["passed"]:
-                raise UserInputError(
-                    f"the bundle written for target '{t}' does not reproduce its model on the same {check['n_rows']} "
-                    f"rows (largest difference {check['max_abs_difference']:.2e})", where="deployment check",
-                    fix=f"report this as a bug with the method name ('{fm.method}'); nothing was written")
+        write_checked_bundles(result, stage / "bundle" if bundle else Path(scratch), bundle=bundle,
+                              write=lambda fm, path: write_outcome_bundle(fm, result, path),
+                              check=lambda fm, path: outcome_deployment_check(fm, path, result))
         payload = {
             "study": result.study.study.name,
             "outcome": {"kind": oc.kind, "description": oc.describe(), "time": oc.time, "event": oc.event,

@@ -75,6 +75,27 @@ def _write_target_bundle(result, fm, path: Path) -> None:
                         "candidate": fm.candidate, "calibration": fm.calibration})
 
 
+def write_checked_bundles(result, root: Path, *, bundle: bool, write, check, what: str = "its model") -> None:
+    """Write each target's final model with ``write(fm, path)`` under ``root``, prove it with
+    ``check(fm, path)`` (the deployment check) and keep the checks on ``result.deployment``.
+
+    The one rule of both writers (classification and outcome studies): a failed check raises,
+    so the caller's staging folder is discarded and nothing is written."""
+    result.deployment = {}
+    for t, fm in result.finals.items():
+        path = root / bundle_folder(t)
+        write(fm, path)
+        chk = check(fm, path)
+        chk["bundle_dir"] = f"bundle/{bundle_folder(t)}" if bundle else None
+        result.deployment[t] = chk
+        if not chk["passed"]:
+            raise UserInputError(
+                f"the bundle written for target '{t}' does not reproduce {what} on the same {chk['n_rows']} rows "
+                f"(largest difference {chk['max_abs_difference']:.2e})", where="deployment check",
+                fix=f"report this as a bug with the method name ('{getattr(fm, 'candidate', None) or fm.method}'); "
+                "nothing was written")
+
+
 def write_study_outputs(result, out: str | Path, *, bundle: bool = True) -> Path:
     """Finalise ``result`` if needed, then write everything; returns the report's path.
 
@@ -88,20 +109,10 @@ def write_study_outputs(result, out: str | Path, *, bundle: bool = True) -> Path
     if not result.finals and result.selections:
         finalise(result)
     with atomic_output_dir(out) as stage, tempfile.TemporaryDirectory(prefix="ht-bundles-") as scratch:
-        root = stage / "bundle" if bundle else Path(scratch)
-        result.deployment = {}
-        for t, fm in result.finals.items():
-            path = root / bundle_folder(t)
-            _write_target_bundle(result, fm, path)
-            check = deployment_check(fm, path, result.dataset)
-            check["bundle_dir"] = f"bundle/{bundle_folder(t)}" if bundle else None
-            result.deployment[t] = check
-            if not check["passed"]:
-                raise UserInputError(
-                    f"the bundle written for target '{t}' does not reproduce the reported metrics on the same "
-                    f"{check['n_rows']} rows (largest difference {check['max_abs_difference']:.2e})",
-                    where="deployment check", fix="report this as a bug with the method name "
-                    f"('{fm.candidate}'); nothing was written")
+        write_checked_bundles(result, stage / "bundle" if bundle else Path(scratch), bundle=bundle,
+                              write=lambda fm, path: _write_target_bundle(result, fm, path),
+                              check=lambda fm, path: deployment_check(fm, path, result.dataset),
+                              what="the reported metrics")
         payload = results_payload(result)
         (stage / "results.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
         (stage / "report.html").write_text(build_report(result), encoding="utf-8")
